@@ -1,0 +1,51 @@
+"""Command line of the pipeline: ``apdb-pipeline SUBCOMMAND``.
+
+Each subcommand lives in the module of the tasks it drives; this file only
+dispatches.  A subcommand module exposes ``configure_parser(parser)`` and
+``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+# subcommand name -> (module, one-line help).  Modules are imported lazily so
+# that ``apdb-pipeline --help`` stays fast and one broken task cannot break
+# the others' commands.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("tasks.simulate.cli", "Simulate a small survey with known truth."),
+    "associate": ("tasks.association.cli", "Associate one visit/detector against an APDB."),
+    "run": ("tasks.pipeline.cli", "Run the whole per-visit pipeline on a data directory."),
+    "demo": ("tasks.pipeline.demo", "Simulate a small survey and run the pipeline on it."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand that can be imported."""
+    parser = argparse.ArgumentParser(prog="apdb-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # that part of the pipeline is not built yet
+            raise
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    return int(args._module.main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
