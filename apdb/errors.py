@@ -1,0 +1,184 @@
+"""The exception hierarchy of the APDB engine.
+
+Every error raised on purpose by `apdb` derives from `ApdbError`.  Errors about
+bad input derive from `ApdbInputError` and are raised before anything is
+written, so the database is left exactly as it was.  Driver errors are wrapped
+in `ApdbDatabaseError` with the original exception chained (``raise ... from``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+__all__ = [
+    "AlreadyStoredError",
+    "ApdbConfigError",
+    "ApdbConfigMismatchError",
+    "ApdbDatabaseError",
+    "ApdbError",
+    "ApdbInputError",
+    "ApdbNotFoundError",
+    "ApdbSchemaVersionError",
+    "ColumnTypeError",
+    "DuplicateIdError",
+    "InvalidCoordinatesError",
+    "InvalidRegionError",
+    "MissingColumnsError",
+    "PostgresUnavailableError",
+    "SuspiciousStringError",
+    "UnknownBandError",
+]
+
+
+def _preview(values: Iterable[object], limit: int = 10) -> str:
+    """Format at most ``limit`` values for an error message."""
+    values = list(values)
+    text = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values[:limit])
+    if len(values) > limit:
+        text += f", ... ({len(values)} in all)"
+    return text
+
+
+class ApdbError(Exception):
+    """Base class of every error raised by the APDB engine."""
+
+
+class ApdbConfigError(ApdbError):
+    """The configuration is invalid."""
+
+
+class ApdbConfigMismatchError(ApdbConfigError):
+    """The configuration disagrees with the settings frozen in the database.
+
+    Parameters
+    ----------
+    differences : `dict` [`str`, `tuple`]
+        ``{setting: (value in the config, value in the database)}``.
+    """
+
+    def __init__(self, differences: dict[str, tuple[object, object]]):
+        self.differences = dict(differences)
+        text = "; ".join(f"{k}: config={a!r}, database={b!r}" for k, a, b in self._items())
+        super().__init__(f"configuration does not match the database: {text}")
+
+    def _items(self) -> list[tuple[str, object, object]]:
+        return [(k, v[0], v[1]) for k, v in sorted(self.differences.items())]
+
+
+class ApdbNotFoundError(ApdbError):
+    """The database does not exist or holds no APDB schema."""
+
+
+class ApdbSchemaVersionError(ApdbError):
+    """The database schema revision is not the one this code needs.
+
+    Parameters
+    ----------
+    current : `str` or `None`
+        Revision found in the database.
+    expected : `str`
+        Revision this code needs (alembic head).
+    """
+
+    def __init__(self, current: str | None, expected: str):
+        self.current = current
+        self.expected = expected
+        super().__init__(
+            f"database schema revision is {current!r} but this code needs {expected!r}; "
+            f"run `apdb upgrade` (or `apdb downgrade`) first"
+        )
+
+
+class ApdbDatabaseError(ApdbError):
+    """A database driver error, wrapped (the original is ``__cause__``)."""
+
+
+class InvalidRegionError(ApdbError):
+    """A sky region is malformed (bad radius, degenerate polygon, ...)."""
+
+
+class PostgresUnavailableError(ApdbError):
+    """No PostgreSQL server binaries were found, or the server failed to start."""
+
+
+class ApdbInputError(ApdbError):
+    """Bad input to a repository call; nothing was written.
+
+    Parameters
+    ----------
+    table : `str`
+        Table whose input is bad.
+    message : `str`
+        What is wrong.
+    """
+
+    def __init__(self, table: str, message: str):
+        self.table = table
+        super().__init__(f"{table}: {message}")
+
+
+class MissingColumnsError(ApdbInputError):
+    """Required columns are missing from an input DataFrame."""
+
+    def __init__(self, table: str, columns: Sequence[str]):
+        self.columns = list(columns)
+        super().__init__(table, f"missing required column(s): {_preview(self.columns, 50)}")
+
+
+class ColumnTypeError(ApdbInputError):
+    """A column cannot be converted to the type the schema gives it."""
+
+    def __init__(self, table: str, column: str, expected: str, got: str):
+        self.column = column
+        self.expected = expected
+        self.got = got
+        super().__init__(table, f"column {column!r} has dtype {got}, expected {expected}")
+
+
+class InvalidCoordinatesError(ApdbInputError):
+    """NaN or out-of-range ra/dec (ra in [0, 360), dec in [-90, 90])."""
+
+    def __init__(self, table: str, id_column: str, ids: Sequence[object], reason: str):
+        self.id_column = id_column
+        self.ids = list(ids)
+        super().__init__(table, f"{reason} for {id_column} {_preview(self.ids)}")
+
+
+class DuplicateIdError(ApdbInputError):
+    """The same id appears more than once within one call."""
+
+    def __init__(self, table: str, column: str, ids: Sequence[object]):
+        self.column = column
+        self.ids = list(ids)
+        super().__init__(table, f"duplicate {column} within the input: {_preview(self.ids)}")
+
+
+class AlreadyStoredError(ApdbInputError):
+    """Rows with these ids (or this visit/detector) are already in the database."""
+
+    def __init__(self, table: str, column: str, ids: Sequence[object]):
+        self.column = column
+        self.ids = list(ids)
+        super().__init__(table, f"already stored (re-stored visit?): {column} {_preview(self.ids)}")
+
+
+class UnknownBandError(ApdbInputError):
+    """A band that is not one of the configured bands (``u g r i z y``)."""
+
+    def __init__(self, table: str, bands: Sequence[object], allowed: Sequence[str]):
+        self.bands = list(bands)
+        self.allowed = list(allowed)
+        super().__init__(
+            table, f"unknown band(s) {_preview(self.bands)}; allowed: {' '.join(self.allowed)}"
+        )
+
+
+class SuspiciousStringError(ApdbInputError):
+    """A string value that looks like SQL (quotes, semicolons, comments)."""
+
+    def __init__(self, table: str, column: str, values: Sequence[object]):
+        self.column = column
+        self.values = list(values)
+        super().__init__(
+            table, f"column {column!r} holds SQL-looking string(s): {_preview(self.values)}"
+        )
