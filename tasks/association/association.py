@@ -61,7 +61,7 @@ class AssociationConfig(TaskConfig):
     default_position_error_arcsec: float = Field(
         0.2,
         gt=0.0,
-        description="Per-axis positional sigma used where a row's raErr/decErr is missing (arcsec).",
+        description="Per-axis sigma used where a row's raErr/decErr is missing (arcsec).",
     )
 
 

@@ -69,7 +69,8 @@ def test_close_pair_one_to_one_beats_greedy(with_errors):
     assert greedy == {0: 1, 1: 0}  # greedy gets both wrong
 
     result = AssociationTask().run(src, obj)
-    got = dict(zip(result.matchedDiaSources.diaSourceId, result.matchedDiaSources.diaObjectId))
+    matched = result.matchedDiaSources
+    got = dict(zip(matched.diaSourceId, matched.diaObjectId, strict=True))
     assert got == {src.diaSourceId[0]: obj.diaObjectId[0], src.diaSourceId[1]: obj.diaObjectId[1]}
     assert result.nUpdatedDiaObjects == 2
     assert len(result.unAssocDiaSources) == 0
