@@ -1,0 +1,1 @@
+"""DCR templates: refraction, DCR models and the template task."""

@@ -1,0 +1,1 @@
+"""Difference imaging: PSF matching, subtraction and detection."""
