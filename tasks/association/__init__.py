@@ -5,5 +5,15 @@ from tasks.association.association import (
     AssociationError,
     AssociationTask,
 )
+from tasks.association.ssoassociation import (
+    SsSingleFrameAssociationConfig,
+    SsSingleFrameAssociationTask,
+)
 
-__all__ = ["AssociationConfig", "AssociationError", "AssociationTask"]
+__all__ = [
+    "AssociationConfig",
+    "AssociationError",
+    "AssociationTask",
+    "SsSingleFrameAssociationConfig",
+    "SsSingleFrameAssociationTask",
+]
