@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Task", "TaskConfig", "TaskError", "NoWorkFound", "Struct"]
 
@@ -120,6 +120,25 @@ class Task:
         self._task_dict[self._full_name] = self
         self.metadata: dict[str, Any] = {}
         self.log = log if log is not None else logging.getLogger(f"tasks.{self._full_name}")
+
+    @classmethod
+    def makeField(cls, doc: str) -> Any:
+        """Return a configuration field holding this task's configuration.
+
+        Use it in a parent's configuration to declare a subtask, e.g.
+        ``association: AssociationConfig = AssociationTask.makeField("...")``.
+
+        Parameters
+        ----------
+        doc : `str`
+            Description of the subtask field.
+
+        Returns
+        -------
+        field : `pydantic.fields.FieldInfo`
+            A field whose default is a fresh ``ConfigClass()``.
+        """
+        return Field(default_factory=cls.ConfigClass, description=doc)
 
     # -- names ---------------------------------------------------------
     def getName(self) -> str:
