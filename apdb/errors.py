@@ -24,6 +24,7 @@ __all__ = [
     "InvalidCoordinatesError",
     "InvalidRegionError",
     "MissingColumnsError",
+    "NullValueError",
     "PostgresUnavailableError",
     "SuspiciousStringError",
     "UnknownBandError",
@@ -182,3 +183,12 @@ class SuspiciousStringError(ApdbInputError):
         super().__init__(
             table, f"column {column!r} holds SQL-looking string(s): {_preview(self.values)}"
         )
+
+
+class NullValueError(ApdbInputError):
+    """NULL/NaN values in a column that may not be NULL."""
+
+    def __init__(self, table: str, column: str, count: int):
+        self.column = column
+        self.count = count
+        super().__init__(table, f"column {column!r} may not be NULL/NaN ({count} row(s))")

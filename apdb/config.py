@@ -1,0 +1,156 @@
+"""Configuration of an APDB (pydantic, YAML round trip).
+
+Settings that shape the schema (`ApdbConfig.frozen_settings`) are written to
+the database's ``metadata`` table when it is created; opening the database
+with a config that disagrees raises `apdb.errors.ApdbConfigMismatchError`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from apdb.errors import ApdbConfigError
+
+__all__ = ["ApdbConfig", "ConnectionConfig", "SkyIndexConfig"]
+
+DEFAULT_URL = "sqlite:///apdb.sqlite3"
+
+
+class SkyIndexConfig(BaseModel):
+    """HEALPix sky index settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index_order: int = Field(
+        29,
+        ge=10,
+        le=29,
+        description="HEALPix NESTED order of the stored pixelId column (29 as in HATS/LSDB). "
+        "Shapes the schema: frozen in the database at creation.",
+    )
+    max_ranges: int = Field(
+        64,
+        ge=4,
+        le=1000,
+        description="Most BETWEEN ranges a region query may use; the cover order is lowered "
+        "until the cover fits (Postgres picks a sequential scan beyond ~1,000).",
+    )
+    max_cover_order: int = Field(
+        16,
+        ge=2,
+        le=20,
+        description="Finest HEALPix order used for region covers (healpy must never be "
+        "queried at very fine orders).",
+    )
+
+
+class ConnectionConfig(BaseModel):
+    """Database connection settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool_size: int = Field(5, ge=1, description="SQLAlchemy connection pool size (PostgreSQL).")
+    max_overflow: int = Field(
+        5, ge=0, description="Connections allowed beyond pool_size (PostgreSQL)."
+    )
+    connect_timeout: float = Field(
+        30.0, gt=0, description="Seconds to wait for a database connection."
+    )
+    sqlite_timeout: float = Field(
+        60.0, gt=0, description="Seconds SQLite waits for a lock held by another process."
+    )
+
+
+class ApdbConfig(BaseModel):
+    """Configuration of an APDB.
+
+    Examples
+    --------
+    >>> cfg = ApdbConfig(db_url="sqlite:///apdb.sqlite3")
+    >>> ApdbConfig.from_yaml(cfg.to_yaml()) == cfg
+    True
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    db_url: str = Field(
+        DEFAULT_URL,
+        description="SQLAlchemy URL: 'sqlite:///path', 'sqlite://' (memory) or "
+        "'postgresql+psycopg://user@host:port/db'.",
+    )
+    sky: SkyIndexConfig = Field(
+        default_factory=SkyIndexConfig, description="HEALPix sky index settings."
+    )
+    connection: ConnectionConfig = Field(
+        default_factory=ConnectionConfig, description="Connection settings."
+    )
+    dia_source_history_months: int = Field(
+        12,
+        ge=0,
+        description="Default DiaSource history window, in months of 30 days (Rubin: 12).",
+    )
+    dia_forced_source_history_months: int = Field(
+        12,
+        ge=0,
+        description="Default DiaForcedSource history window, in months of 30 days.",
+    )
+    bands: tuple[str, ...] = Field(
+        ("u", "g", "r", "i", "z", "y"),
+        description="Allowed band names (the schema has per-band columns for these).",
+    )
+    sql_strings: Literal["reject", "allow"] = Field(
+        "reject",
+        description="What to do with SQL-looking free-text values (quotes, ';', '--'): "
+        "'reject' raises SuspiciousStringError; 'allow' stores them verbatim (values are "
+        "always bound, never formatted into SQL).",
+    )
+
+    @field_validator("bands")
+    @classmethod
+    def _check_bands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        allowed = {"u", "g", "r", "i", "z", "y"}
+        bad = [b for b in value if b not in allowed]
+        if bad:
+            raise ValueError(f"bands {bad} have no columns in the schema (allowed: ugrizy)")
+        return value
+
+    # -- serialisation ----------------------------------------------------
+    def to_yaml(self) -> str:
+        """Return the config as YAML text."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> ApdbConfig:
+        """Read a config from YAML text.
+
+        Raises
+        ------
+        ApdbConfigError
+            The YAML is malformed or does not validate.
+        """
+        try:
+            data = yaml.safe_load(text) or {}
+            return cls.model_validate(data)
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ApdbConfigError(f"invalid APDB config: {exc}") from exc
+
+    def save(self, path: str | Path) -> None:
+        """Write the config to a YAML file."""
+        Path(path).write_text(self.to_yaml())
+
+    @classmethod
+    def load(cls, path: str | Path) -> ApdbConfig:
+        """Read a config from a YAML file."""
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ApdbConfigError(f"cannot read config {path}: {exc}") from exc
+        return cls.from_yaml(text)
+
+    def frozen_settings(self) -> dict[str, str]:
+        """Return the settings that shape the schema, as stored in the ``metadata`` table."""
+        return {"config:sky.index_order": str(self.sky.index_order)}

@@ -1,0 +1,331 @@
+"""Conversion between pandas DataFrames and typed column arrays.
+
+`prepare` validates an input DataFrame against the schema and turns it into a
+`Batch`: one typed numpy array and one NULL mask per stored column.  Nothing
+here touches the database, so every `ApdbInputError` is raised before a write
+starts.  `to_frame` builds output DataFrames with the explicit dtypes of
+`apdb.schema.ColumnInfo.pandas_dtype`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from apdb import schema
+from apdb.errors import (
+    ColumnTypeError,
+    DuplicateIdError,
+    InvalidCoordinatesError,
+    MissingColumnsError,
+    NullValueError,
+    SuspiciousStringError,
+    UnknownBandError,
+)
+from apdb.schema import ColumnInfo
+
+__all__ = ["Batch", "prepare", "to_frame"]
+
+# Quotes, statement separators, comments, backslashes: never needed in the
+# free-text columns of the APDB (designations, version strings).
+_SQLISH = re.compile(r"['\";\\]|--|/\*|\*/|\x00")
+
+_INT_RANGE = {
+    "long": (-(2**63), 2**63 - 1),
+    "int": (-(2**31), 2**31 - 1),
+    "short": (-(2**15), 2**15 - 1),
+}
+
+# Input ids that must be unique within one call.
+UNIQUE_KEYS: dict[str, list[tuple[str, ...]]] = {
+    "DiaObject": [("diaObjectId",)],
+    "DiaSource": [("diaSourceId",)],
+    "DiaForcedSource": [("diaForcedSourceId",), ("diaObjectId", "visit", "detector")],
+    "SSSource": [("diaSourceId",)],
+    "SSObject": [("ssObjectId",)],
+}
+
+ID_COLUMN = {
+    "DiaObject": "diaObjectId",
+    "DiaSource": "diaSourceId",
+    "DiaForcedSource": "diaForcedSourceId",
+    "SSSource": "diaSourceId",
+    "SSObject": "ssObjectId",
+}
+
+
+@dataclass
+class Batch:
+    """Typed columns of one table, ready to write.
+
+    Attributes
+    ----------
+    table : `str`
+        Table name.
+    n : `int`
+        Number of rows.
+    values : `dict` [`str`, `numpy.ndarray`]
+        Column values (numeric dtypes of the schema; object arrays of `str`
+        for strings).  Masked entries hold an arbitrary placeholder.
+    nulls : `dict` [`str`, `numpy.ndarray`]
+        Boolean NULL masks, only for columns that have NULLs.
+    """
+
+    table: str
+    n: int
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    nulls: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def columns(self) -> list[str]:
+        """Stored columns, in schema order."""
+        return list(self.values)
+
+    def null_mask(self, name: str) -> np.ndarray | None:
+        """NULL mask of a column, `None` when it has no NULLs."""
+        return self.nulls.get(name)
+
+    def records(self) -> list[tuple]:
+        """Rows as tuples of Python values with `None` for NULL (slow path)."""
+        cols = []
+        for name, arr in self.values.items():
+            obj = arr.astype(object) if arr.dtype != object else arr.copy()
+            mask = self.nulls.get(name)
+            if mask is not None:
+                obj[mask] = None
+            cols.append(obj.tolist())
+        return list(zip(*cols, strict=True)) if cols else [()] * self.n
+
+
+def _convert(table: str, col: ColumnInfo, series: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Convert one input column; return ``(values, null_mask)``."""
+    dt = col.datatype
+    got = str(series.dtype)
+    if dt in ("char", "string", "text"):
+        return _convert_strings(table, col, series)
+    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
+        non_null = series.dropna()
+        if not all(isinstance(v, (int, float, bool, np.number, np.bool_)) for v in non_null):
+            raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got)
+        series = pd.to_numeric(series, errors="coerce")
+    if isinstance(series.dtype, pd.CategoricalDtype) or series.dtype.kind not in "biuf":
+        raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got)
+    nulls = series.isna().to_numpy()
+    if dt in ("double", "float"):
+        if series.dtype.kind == "b":
+            raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got)
+        vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        nulls = np.isnan(vals)
+        return vals.astype(col.numpy_dtype), nulls
+    if dt == "boolean":
+        vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        ok = nulls | (vals == 0) | (vals == 1)
+        if not ok.all():
+            raise ColumnTypeError(table, col.name, "bool", got)
+        return np.where(nulls, 0, vals).astype(bool), nulls
+    # integers
+    if series.dtype.kind == "b":
+        raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got)
+    lo, hi = _INT_RANGE[dt]
+    if series.dtype.kind == "f":
+        vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        finite = vals[~nulls]
+        if np.any(finite != np.round(finite)):
+            raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got + " (non-integer)")
+        if finite.size and (finite.min() < lo or finite.max() > hi):
+            raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got + " (out of range)")
+        return np.where(nulls, 0, vals).astype(col.numpy_dtype), nulls
+    vals = series.to_numpy(dtype=np.int64, na_value=0) if nulls.any() else series.to_numpy()
+    if vals.dtype.kind == "u" and vals.size and vals.max() > hi:
+        raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got + " (out of range)")
+    vals = vals.astype(np.int64)
+    if vals.size and (vals.min() < lo or vals.max() > hi):
+        raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got + " (out of range)")
+    return vals.astype(col.numpy_dtype), nulls
+
+
+def _convert_strings(
+    table: str, col: ColumnInfo, series: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    nulls = series.isna().to_numpy()
+    vals = series.to_numpy(dtype=object, na_value=None)
+    present = vals[~nulls]
+    if not all(isinstance(v, str) for v in present):
+        raise ColumnTypeError(table, col.name, "str", str(series.dtype))
+    if col.length is not None:
+        too_long = [v for v in present if len(v) > col.length]
+        if too_long:
+            raise ColumnTypeError(
+                table, col.name, f"str of at most {col.length} characters", repr(too_long[0])
+            )
+    out = vals.copy()
+    out[nulls] = ""
+    return out, nulls
+
+
+def prepare(
+    table: str,
+    df: pd.DataFrame | None,
+    *,
+    visit_mjd: float,
+    now_mjd: float,
+    bands: tuple[str, ...] = schema.BANDS,
+    sql_strings: str = "reject",
+    index_order: int = 29,
+) -> Batch:
+    """Validate an input DataFrame and convert it to a `Batch`.
+
+    Parameters
+    ----------
+    table : `str`
+        Target table.
+    df : `pandas.DataFrame` or `None`
+        Input rows; columns not in the schema are ignored.
+    visit_mjd, now_mjd : `float`
+        MJD TAI of the visit and of now, for defaulted time columns.
+    bands : `tuple` [`str`]
+        Allowed ``band`` values.
+    sql_strings : {"reject", "allow"}
+        Whether SQL-looking free-text values raise `SuspiciousStringError`.
+    index_order : `int`
+        HEALPix order of ``pixelId``.
+
+    Raises
+    ------
+    ApdbInputError
+        Any problem with the input.
+    """
+    from apdb.sky import pixel_index
+
+    if df is None:
+        df = pd.DataFrame()
+    if not isinstance(df, pd.DataFrame):
+        raise ColumnTypeError(table, "<frame>", "pandas.DataFrame", type(df).__name__)
+    n = len(df)
+    batch = Batch(table=table, n=n)
+    if n == 0:
+        return batch
+    if df.columns.duplicated().any():
+        dup = df.columns[df.columns.duplicated()].tolist()
+        raise DuplicateIdError(table, "column name", dup)
+    missing = [c for c in schema.required_columns(table) if c not in df.columns]
+    if missing:
+        raise MissingColumnsError(table, missing)
+    defaults = schema.store_defaults(table)
+    computed = schema.COMPUTED_COLUMNS.get(table, ())
+    for col in schema.table_columns(table):
+        if col.name in computed:
+            continue
+        if col.name in df.columns:
+            vals, nulls = _convert(table, col, df[col.name])
+        elif col.name in defaults:
+            value = defaults[col.name]
+            value = visit_mjd if value == "visit_time" else now_mjd if value == "now" else value
+            vals, nulls = np.full(n, value, dtype=col.numpy_dtype), np.zeros(n, bool)
+        else:
+            continue
+        if nulls.any():
+            if not col.nullable:
+                if col.name in defaults:
+                    fill = defaults[col.name]
+                    fill = visit_mjd if fill == "visit_time" else now_mjd if fill == "now" else fill
+                    vals = vals.copy()
+                    vals[nulls] = fill
+                    nulls = np.zeros(n, bool)
+                else:
+                    raise NullValueError(table, col.name, int(nulls.sum()))
+            else:
+                batch.nulls[col.name] = nulls
+        batch.values[col.name] = vals
+    if table == "DiaObject":
+        batch.values["validityStartMjdTai"] = np.full(n, visit_mjd, dtype=np.float64)
+    _check_strings(batch, bands, sql_strings)
+    _check_unique(batch)
+    if "ra" in batch.values:
+        _check_coordinates(batch)
+        batch.values["pixelId"] = pixel_index(batch.values["ra"], batch.values["dec"], index_order)
+    return batch
+
+
+def _check_strings(batch: Batch, bands: tuple[str, ...], sql_strings: str) -> None:
+    for name, vals in batch.values.items():
+        if vals.dtype != object:
+            continue
+        nulls = batch.nulls.get(name, np.zeros(batch.n, bool))
+        present = vals[~nulls]
+        if name == "band":
+            bad = sorted({v for v in present if v not in bands})
+            if bad:
+                raise UnknownBandError(batch.table, bad, bands)
+        elif sql_strings == "reject":
+            bad = [v for v in present if _SQLISH.search(v)]
+            if bad:
+                raise SuspiciousStringError(batch.table, name, bad)
+
+
+def _check_unique(batch: Batch) -> None:
+    for key in UNIQUE_KEYS.get(batch.table, []):
+        if not all(k in batch.values for k in key):
+            continue
+        frame = pd.DataFrame({k: batch.values[k] for k in key})
+        dup = frame.duplicated(keep=False)
+        if dup.any():
+            rows = frame[dup].drop_duplicates()
+            ids = rows.iloc[:, 0].tolist() if len(key) == 1 else list(rows.itertuples(False))
+            raise DuplicateIdError(batch.table, "/".join(key), ids)
+
+
+def _check_coordinates(batch: Batch) -> None:
+    ra, dec = batch.values["ra"], batch.values["dec"]
+    id_col = ID_COLUMN[batch.table]
+    ids = batch.values.get(id_col, np.arange(batch.n))
+    bad_nan = ~(np.isfinite(ra) & np.isfinite(dec))
+    if bad_nan.any():
+        raise InvalidCoordinatesError(batch.table, id_col, ids[bad_nan].tolist(), "NaN ra/dec")
+    bad = (ra < 0) | (ra >= 360) | (dec < -90) | (dec > 90)
+    if bad.any():
+        raise InvalidCoordinatesError(
+            batch.table,
+            id_col,
+            ids[bad].tolist(),
+            "ra/dec outside ra in [0, 360), dec in [-90, 90]",
+        )
+
+
+def to_frame(table: str, columns: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> pd.DataFrame:
+    """Build an output DataFrame with the schema's pandas dtypes.
+
+    Parameters
+    ----------
+    table : `str`
+        Table name.
+    columns : `dict` [`str`, `tuple`]
+        ``{name: (values, null_mask or None)}`` in output order.
+    """
+    data = {}
+    for name, (vals, nulls) in columns.items():
+        col = schema.column_info(table, name)
+        dtype = col.pandas_dtype
+        if col.datatype in ("double", "float"):
+            arr = np.asarray(vals, dtype=col.numpy_dtype)
+            if nulls is not None and nulls.any():
+                arr = arr.copy()
+                arr[nulls] = np.nan
+            data[name] = arr
+        elif dtype in ("Int64", "Int32", "Int16", "boolean"):
+            base = np.asarray(vals, dtype=col.numpy_dtype)
+            mask = nulls if nulls is not None else np.zeros(len(base), bool)
+            cls = pd.arrays.BooleanArray if dtype == "boolean" else pd.arrays.IntegerArray
+            data[name] = cls(base, mask)
+        elif dtype == "object":
+            arr = np.asarray(vals, dtype=object)
+            if nulls is not None and nulls.any():
+                arr = arr.copy()
+                arr[nulls] = None
+            data[name] = arr
+        else:
+            data[name] = np.asarray(vals, dtype=col.numpy_dtype)
+    return pd.DataFrame(data, copy=False)

@@ -1,0 +1,368 @@
+"""`ApdbSql`: the `Apdb` interface on PostgreSQL (production) and SQLite (embedded)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from astropy.time import Time
+
+from apdb import schema
+from apdb.apdb import Apdb
+from apdb.config import ApdbConfig
+from apdb.errors import (
+    AlreadyStoredError,
+    ApdbDatabaseError,
+    ApdbInputError,
+    ColumnTypeError,
+    MissingColumnsError,
+)
+from apdb.frames import Batch, prepare
+from apdb.schema import ApdbTables
+from apdb.sky import Region
+from apdb.sql import admin
+from apdb.sql.engine import WRITE, make_engine
+from apdb.sql.reads import id_filter, read_frame, region_filter
+from apdb.sql.writes import insert_batch, update_objects
+
+__all__ = ["ApdbSql"]
+
+_DAYS_PER_MONTH = 30.0
+
+
+class ApdbSql(Apdb):
+    """APDB on a SQL database.
+
+    Parameters
+    ----------
+    config : `ApdbConfig`
+        Configuration; the database must already hold an APDB at the head
+        revision with matching frozen settings.
+    """
+
+    def __init__(self, config: ApdbConfig, *, _check: bool = True):
+        self._config = config
+        self._engine = make_engine(config)
+        self._md = schema.make_metadata()
+        if _check:
+            try:
+                admin.check_database(self._engine, self._md, config)
+            except BaseException:
+                self._engine.dispose()
+                raise
+
+    @classmethod
+    def create_database(cls, config: ApdbConfig, *, exist_ok: bool = False) -> ApdbSql:
+        """Create the schema and return the opened database (see `Apdb.create`)."""
+        apdb = cls(config, _check=False)
+        try:
+            with apdb._engine.connect() as conn:
+                exists = admin.has_apdb(conn)
+            if not (exists and exist_ok):
+                admin.create_schema(apdb._engine, apdb._md, config)
+            admin.check_database(apdb._engine, apdb._md, config)
+        except BaseException:
+            apdb.close()
+            raise
+        return apdb
+
+    @property
+    def config(self) -> ApdbConfig:
+        """The configuration."""
+        return self._config
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (for administration and tests)."""
+        return self._engine
+
+    @property
+    def metadata(self) -> sa.MetaData:
+        """The schema `MetaData`."""
+        return self._md
+
+    def close(self) -> None:
+        """Dispose of the connection pool."""
+        self._engine.dispose()
+
+    def _table(self, name: ApdbTables) -> sa.Table:
+        return self._md.tables[name.value]
+
+    # -- reads --------------------------------------------------------------------
+    def _ranges(self, region: Region) -> np.ndarray:
+        sky = self._config.sky
+        return region.ranges(sky.index_order, sky.max_ranges, sky.max_cover_order)
+
+    def get_dia_objects(self, region: Region) -> pd.DataFrame:
+        """Return the latest version of every DiaObject inside ``region``."""
+        table = self._table(ApdbTables.DiaObject)
+        where = sa.and_(
+            table.c.validityEndMjdTai.is_(None), region_filter(table, self._ranges(region))
+        )
+        with self._connect() as conn:
+            return read_frame(conn, table, where, region)
+
+    def _history(
+        self,
+        name: ApdbTables,
+        visit_time: Time,
+        region: Region | None,
+        object_ids: Iterable[int] | np.ndarray | None,
+        months: int,
+    ) -> pd.DataFrame:
+        table = self._table(name)
+        end = _mjd_tai(visit_time)
+        start = end - _DAYS_PER_MONTH * months
+        clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
+        if object_ids is not None:
+            ids = _as_ids(name.value, object_ids)
+            if ids.size == 0:
+                clauses.append(sa.false())
+            else:
+                clauses.append(id_filter(table.c.diaObjectId, ids, self._engine.dialect.name))
+        if region is not None:
+            clauses.append(region_filter(table, self._ranges(region)))
+        with self._connect() as conn:
+            return read_frame(conn, table, sa.and_(*clauses), region)
+
+    def get_dia_sources(
+        self,
+        visit_time: Time,
+        region: Region | None = None,
+        object_ids: Iterable[int] | np.ndarray | None = None,
+        months: int | None = None,
+    ) -> pd.DataFrame:
+        """Return DiaSources in ``[visit_time - 30 * months days, visit_time)``."""
+        if months is None:
+            months = self._config.dia_source_history_months
+        return self._history(ApdbTables.DiaSource, visit_time, region, object_ids, months)
+
+    def get_dia_forced_sources(
+        self,
+        visit_time: Time,
+        region: Region | None = None,
+        object_ids: Iterable[int] | np.ndarray | None = None,
+        months: int | None = None,
+    ) -> pd.DataFrame:
+        """Return DiaForcedSources in ``[visit_time - 30 * months days, visit_time)``."""
+        if months is None:
+            months = self._config.dia_forced_source_history_months
+        return self._history(ApdbTables.DiaForcedSource, visit_time, region, object_ids, months)
+
+    def get_ss_objects(self) -> pd.DataFrame:
+        """Return every SSObject."""
+        with self._connect() as conn:
+            return read_frame(conn, self._table(ApdbTables.SSObject), None)
+
+    def contains_visit_detector(self, visit: int, detector: int) -> bool:
+        """Whether this visit/detector has been stored."""
+        table = self._table(ApdbTables.ApdbVisitDetector)
+        stmt = sa.select(sa.func.count()).where(
+            table.c.visit == int(visit), table.c.detector == int(detector)
+        )
+        with self._connect() as conn:
+            return bool(conn.execute(stmt).scalar())
+
+    def count_unassociated_objects(self) -> int:
+        """Return the number of latest DiaObjects with exactly one DiaSource."""
+        table = self._table(ApdbTables.DiaObject)
+        stmt = sa.select(sa.func.count()).where(
+            table.c.validityEndMjdTai.is_(None), table.c.nDiaSources == 1
+        )
+        with self._connect() as conn:
+            return int(conn.execute(stmt).scalar())
+
+    # -- writes ---------------------------------------------------------------------
+    def _prepare(self, name: ApdbTables, df: pd.DataFrame | None, visit_mjd: float) -> Batch:
+        return prepare(
+            name.value,
+            df,
+            visit_mjd=visit_mjd,
+            now_mjd=_mjd_tai(Time.now()),
+            bands=self._config.bands,
+            sql_strings=self._config.sql_strings,
+            index_order=self._config.sky.index_order,
+        )
+
+    def store(
+        self,
+        visit_time: Time,
+        dia_objects: pd.DataFrame | None,
+        dia_sources: pd.DataFrame | None = None,
+        dia_forced_sources: pd.DataFrame | None = None,
+        ss_sources: pd.DataFrame | None = None,
+    ) -> None:
+        """Store one visit-detector's catalogs in one transaction (see `Apdb.store`)."""
+        visit_mjd = _mjd_tai(visit_time)
+        objects = self._prepare(ApdbTables.DiaObject, dia_objects, visit_mjd)
+        sources = self._prepare(ApdbTables.DiaSource, dia_sources, visit_mjd)
+        forced = self._prepare(ApdbTables.DiaForcedSource, dia_forced_sources, visit_mjd)
+        ss = self._prepare(ApdbTables.SSSource, ss_sources, visit_mjd)
+        visits = _visit_detectors(sources, forced, objects.n, visit_mjd)
+        steps = [
+            (ApdbTables.ApdbVisitDetector, visits),
+            (ApdbTables.DiaSource, sources),
+            (ApdbTables.DiaForcedSource, forced),
+            (ApdbTables.SSSource, ss),
+        ]
+        step: ApdbTables | None = None
+        try:
+            with self._connect(write=True) as conn, conn.begin():
+                for step, batch in steps:
+                    insert_batch(conn, self._table(step), batch)
+                step = ApdbTables.DiaObject
+                update_objects(conn, self._table(step), objects, visit_mjd)
+        except sa.exc.IntegrityError as exc:
+            batch = dict(steps).get(step) if step is not None else None
+            if batch is None:
+                raise ApdbDatabaseError(f"store failed: {exc}") from exc
+            raise self._conflict(step, batch) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise ApdbDatabaseError(f"store failed: {exc}") from exc
+
+    def _conflict(self, name: ApdbTables, batch: Batch) -> ApdbInputError:
+        """Describe which rows of a failed insert were already stored."""
+        table = self._table(name)
+        if name == ApdbTables.ApdbVisitDetector:
+            pairs = set(
+                zip(batch.values["visit"].tolist(), batch.values["detector"].tolist(), strict=True)
+            )
+            stmt = sa.select(table.c.visit, table.c.detector)
+            with self._connect() as conn:
+                found = [tuple(r) for r in conn.execute(stmt) if tuple(r) in pairs]
+            return AlreadyStoredError(name.value, "visit/detector", sorted(found))
+        key = {"DiaSource": "diaSourceId", "DiaForcedSource": "diaForcedSourceId"}.get(
+            name.value, "diaSourceId"
+        )
+        column = table.c[key]
+        stmt = sa.select(column).where(
+            id_filter(column, batch.values[key], self._engine.dialect.name)
+        )
+        with self._connect() as conn:
+            found = sorted(r[0] for r in conn.execute(stmt))
+        if not found and name == ApdbTables.DiaForcedSource:
+            return AlreadyStoredError(name.value, "diaObjectId/visit/detector", ["(see cause)"])
+        return AlreadyStoredError(name.value, key, found)
+
+    def store_ss_objects(self, ss_objects: pd.DataFrame) -> None:
+        """Insert or replace SSObjects (keyed by ``ssObjectId``)."""
+        batch = self._prepare(ApdbTables.SSObject, ss_objects, 0.0)
+        if batch.n == 0:
+            return
+        table = self._table(ApdbTables.SSObject)
+        dialect = self._engine.dialect.name
+        try:
+            with self._connect(write=True) as conn, conn.begin():
+                ids = batch.values["ssObjectId"]
+                conn.execute(sa.delete(table).where(id_filter(table.c.ssObjectId, ids, dialect)))
+                insert_batch(conn, table, batch)
+        except sa.exc.SQLAlchemyError as exc:
+            raise ApdbDatabaseError(f"storing SSObjects failed: {exc}") from exc
+
+    def reassign_dia_sources(self, id_map: Mapping[int, int] | pd.DataFrame) -> None:
+        """Move DiaSources from their DiaObject to a Solar System object."""
+        if isinstance(id_map, pd.DataFrame):
+            missing = {"diaSourceId", "ssObjectId"} - set(id_map.columns)
+            if missing:
+                raise MissingColumnsError("DiaSource", sorted(missing))
+            pairs = dict(zip(id_map["diaSourceId"], id_map["ssObjectId"], strict=True))
+        else:
+            pairs = dict(id_map)
+        src_ids = _as_ids("DiaSource", list(pairs))
+        ss_ids = _as_ids("DiaSource", [pairs[k] for k in pairs])
+        if src_ids.size == 0:
+            return
+        table = self._table(ApdbTables.DiaSource)
+        dialect = self._engine.dialect.name
+        now = _mjd_tai(Time.now())
+        with self._connect(write=True) as conn, conn.begin():
+            found = {
+                r[0]
+                for r in conn.execute(
+                    sa.select(table.c.diaSourceId).where(
+                        id_filter(table.c.diaSourceId, src_ids, dialect)
+                    )
+                )
+            }
+            unknown = sorted(set(src_ids.tolist()) - found)
+            if unknown:
+                raise ApdbInputError("DiaSource", f"unknown diaSourceId {unknown[:10]}")
+            stmt = (
+                sa.update(table)
+                .where(table.c.diaSourceId == sa.bindparam("src"))
+                .values(
+                    ssObjectId=sa.bindparam("ss"),
+                    diaObjectId=None,
+                    ssObjectReassocTimeMjdTai=now,
+                )
+            )
+            conn.execute(
+                stmt,
+                [{"src": int(a), "ss": int(b)} for a, b in zip(src_ids, ss_ids, strict=True)],
+            )
+
+    # -- administration ---------------------------------------------------------------
+    def row_counts(self) -> dict[str, int]:
+        """Return the number of rows of each table."""
+        with self._connect() as conn:
+            return admin.row_counts(conn, self._md)
+
+    def schema_version(self) -> str | None:
+        """Return the alembic revision of the database."""
+        from apdb import migrate
+
+        with self._connect() as conn:
+            return migrate.current_revision(conn)
+
+    def metadata_values(self) -> dict[str, str]:
+        """Return the ``metadata`` table (schema version, frozen settings)."""
+        with self._connect() as conn:
+            return admin.read_metadata(conn, self._md)
+
+    def _connect(self, write: bool = False) -> sa.Connection:
+        conn = self._engine.connect()
+        return conn.execution_options(**{WRITE: True}) if write else conn
+
+
+def _mjd_tai(t: Time) -> float:
+    if not isinstance(t, Time):
+        raise ColumnTypeError("visit_time", "visit_time", "astropy.time.Time", type(t).__name__)
+    return float(t.tai.mjd)
+
+
+def _as_ids(table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids)
+    if arr.size and arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            return arr.astype(np.int64)
+        raise ColumnTypeError(table, "object_ids", "int64", str(arr.dtype))
+    return arr.astype(np.int64).ravel()
+
+
+def _visit_detectors(sources: Batch, forced: Batch, n_objects: int, visit_mjd: float) -> Batch:
+    """One ApdbVisitDetector row per (visit, detector) present in the input."""
+    parts = [b for b in (sources, forced) if b.n]
+    if not parts:
+        return Batch("ApdbVisitDetector", 0)
+    visit = np.concatenate([b.values["visit"] for b in parts]).astype(np.int64)
+    det = np.concatenate([b.values["detector"] for b in parts]).astype(np.int16)
+    pairs = np.unique(np.stack([visit, det.astype(np.int64)], axis=1), axis=0)
+
+    def count(b: Batch, v: int, d: int) -> int:
+        if not b.n:
+            return 0
+        return int(np.count_nonzero((b.values["visit"] == v) & (b.values["detector"] == d)))
+
+    n = len(pairs)
+    values = {
+        "visit": pairs[:, 0].astype(np.int64),
+        "detector": pairs[:, 1].astype(np.int16),
+        "midpointMjdTai": np.full(n, visit_mjd),
+        "timeProcessedMjdTai": np.full(n, _mjd_tai(Time.now())),
+        "nDiaSources": np.array([count(sources, v, d) for v, d in pairs], dtype=np.int32),
+        "nDiaForcedSources": np.array([count(forced, v, d) for v, d in pairs], dtype=np.int32),
+        "nDiaObjects": np.full(n, n_objects if n == 1 else 0, dtype=np.int32),
+    }
+    return Batch("ApdbVisitDetector", n, values)
