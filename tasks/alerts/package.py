@@ -1,0 +1,559 @@
+"""PackageAlertsTask: DiaSources, their histories and cutouts as Avro alerts.
+
+One alert per DiaSource of the visit, in Rubin's alert schema (from
+``lsst-alert-packet``): the source, its DiaObject, the object's previous
+DiaSources and DiaForcedSources (12-month history, this visit excluded),
+the SSSource for Solar-System sources (which have no DiaObject), and three
+cutouts (difference, science, template) as FITS files of calibrated
+`~astropy.nddata.CCDData` with variance, mask and a local linear WCS.
+
+Each alert is serialised once, with fastavro's strict mode (a field we fill
+that the schema lacks is an error, never silently dropped); the bytes go
+into one Avro container file per visit/detector under
+``alertWriteLocation`` and, optionally, to Kafka.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.nddata import CCDData, VarianceUncertainty
+from astropy.time import Time
+from astropy.wcs import WCS
+from pydantic import Field
+
+from tasks.alerts.cutouts import (
+    BAD_PLANES,
+    CutoutMaker,
+    cutout_sizes,
+    local_transform_matrices,
+)
+from tasks.alerts.fits_bytes import LinearWcs, ccd_fits_bytes
+from tasks.alerts.history import prepare_inputs
+from tasks.alerts.io import AlertFileWriter, AlertValidationError, alert_file_name, validate_alert
+from tasks.alerts.records import frame_to_records
+from tasks.alerts.schema import AlertSchema, load_alert_schema
+from tasks.base import Struct, Task, TaskConfig, TaskError
+
+__all__ = ["PackageAlertsConfig", "PackageAlertsTask"]
+
+
+class PackageAlertsConfig(TaskConfig):
+    """Configuration of `PackageAlertsTask`."""
+
+    schemaVersion: str | None = Field(
+        None,
+        description="Alert schema version MAJOR.MINOR; the latest of lsst-alert-packet if None.",
+    )
+    schemaId: int | None = Field(
+        None, description="Schema id in Kafka message headers; lsst-alert-packet's id if None."
+    )
+    alertWriteLocation: str = Field("alerts", description="Directory of the per-visit alert files.")
+    doWriteAlerts: bool = Field(True, description="Write one Avro file per visit/detector.")
+    doProduceAlerts: bool = Field(
+        False, description="Produce alerts to Kafka (configured by the AP_KAFKA_* environment)."
+    )
+    doWriteFailedAlerts: bool = Field(
+        True, description="Write alerts that Kafka did not accept under alertWriteLocation/failed."
+    )
+    doPackageCutouts: bool = Field(True, description="Attach difference/science/template cutouts.")
+    minCutoutSize: int = Field(30, ge=1, description="Smallest cutout side (pixels).")
+    maxCutoutSize: int = Field(102, ge=1, description="Largest cutout side (pixels).")
+    cutoutBadMaskPlanes: tuple[str, ...] = Field(
+        BAD_PLANES, description="Mask planes flagged as invalid in the cutouts' CCDData mask."
+    )
+    avroCodec: Literal["null", "deflate"] = Field("null", description="Avro file block codec.")
+    kafkaBatchSize: int = Field(1000, ge=1, description="Messages queued between delivery polls.")
+    kafkaFlushTimeout: float = Field(30.0, gt=0, description="Seconds to wait for deliveries.")
+
+
+class PackageAlertsTask(Task):
+    """Package DiaSources, DiaObjects, histories and cutouts into Avro alerts."""
+
+    ConfigClass = PackageAlertsConfig
+    _DefaultName = "packageAlerts"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config: PackageAlertsConfig
+        self.alertSchema: AlertSchema = load_alert_schema(self.config.schemaVersion)
+        self._producer = None
+
+    # -- the Rubin-named building blocks -------------------------------------
+    def createDiaSourceExtent(self, bboxSize: int) -> tuple[int, int]:
+        """Return the cutout extent ``(width, height)`` for a source's ``bboxSize``.
+
+        The side is ``bboxSize`` clamped to ``[minCutoutSize, maxCutoutSize]``.
+        """
+        side = int(cutout_sizes(bboxSize, self.config.minCutoutSize, self.config.maxCutoutSize))
+        return (side, side)
+
+    def makeLocalTransformMatrix(
+        self, wcs: WCS, center: tuple[float, float], skyCenter: SkyCoord | tuple[float, float]
+    ) -> np.ndarray:
+        """Return the local linear approximation of ``wcs`` at ``center`` (degrees/pixel).
+
+        Parameters
+        ----------
+        wcs : `astropy.wcs.WCS`
+            Parent-pixel to ICRS WCS.
+        center : `tuple` [`float`, `float`]
+            Pixel position ``(x, y)``.
+        skyCenter : `SkyCoord` or `tuple`
+            Tangent point (normally the sky position of ``center``).
+
+        Returns
+        -------
+        matrix : `numpy.ndarray`
+            2×2 CD matrix: standard coordinates (east, north) in degrees per
+            pixel step in x and y.
+        """
+        ra, dec = _radec(skyCenter)
+        return local_transform_matrices(wcs, [center[0]], [center[1]], [ra], [dec])[0]
+
+    def createCcdDataCutout(
+        self,
+        image: Any,
+        skyCenter: SkyCoord | tuple[float, float],
+        extent: tuple[int, int] | int,
+        photoCalib: Any = None,
+        srcId: int = 0,
+    ) -> CCDData | None:
+        """Cut a calibrated `CCDData` (nJy, variance, mask, local WCS) out of an exposure.
+
+        Parameters
+        ----------
+        image : `tasks.images.Exposure`
+            Exposure to cut from.
+        skyCenter : `SkyCoord` or `tuple`
+            Centre of the cutout (ra, dec degrees).
+        extent : `tuple` [`int`, `int`] or `int`
+            Cutout size in pixels (a square side is used: the larger one).
+        photoCalib : `tasks.images.PhotoCalib`, optional
+            Calibration; the exposure's own by default.
+        srcId : `int`, optional
+            DiaSource id, for log messages.
+
+        Returns
+        -------
+        cutout : `astropy.nddata.CCDData` or `None`
+            `None` (with a logged reason) when the centre is off the image or
+            the cutout has no valid pixel; partial cutouts are NaN-padded.
+        """
+        size = max(extent) if isinstance(extent, tuple | list) else int(extent)
+        maker = self._maker(image, "cutout", photoCalib)
+        ra, dec = _radec(skyCenter)
+        x, y = maker.positions(np.array([ra]), np.array([dec]))
+        cd = maker.local_wcs(x, y, np.array([ra]), np.array([dec]))[0]
+        cut = maker.cut(float(x[0]), float(y[0]), int(size), ra, dec, cd, srcId)
+        if cut is None:
+            return None
+        return CCDData(
+            cut.image,
+            unit=u.nJy,
+            uncertainty=VarianceUncertainty(cut.variance),
+            mask=cut.mask,
+            wcs=_astropy_wcs(cut.wcs),
+            meta={"CUTMINX": cut.x0, "CUTMINY": cut.y0},
+        )
+
+    def streamCcdDataToBytes(self, cutout: CCDData) -> bytes:
+        """Serialise a cutout into the bytes of a FITS file.
+
+        Cutouts with a 2-axis TAN WCS without distortion (those of
+        `createCcdDataCutout`) take the fast writer; anything else goes
+        through ``CCDData.write``.
+        """
+        wcs = cutout.wcs
+        linear = _linear_wcs(wcs) if wcs is not None else None
+        simple_meta = all(
+            len(str(k)) <= 8 and isinstance(v, int | float | str | bool)
+            for k, v in cutout.meta.items()
+        )
+        variance = _variance(cutout)
+        if (wcs is None or linear is not None) and simple_meta and variance is not False:
+            return ccd_fits_bytes(
+                np.asarray(cutout.data),
+                variance,
+                None if cutout.mask is None else np.asarray(cutout.mask, dtype=bool),
+                linear,
+                unit=cutout.unit.to_string() if cutout.unit is not None else "",
+                meta=dict(cutout.meta),
+            )
+        buf = io.BytesIO()
+        cutout.write(buf, format="fits")
+        return buf.getvalue()
+
+    def makeAlertDict(
+        self,
+        alertId: int,
+        diaSource: dict[str, Any] | pd.DataFrame,
+        diaObject: dict[str, Any] | pd.DataFrame | None,
+        objDiaSrcHistory: list[dict[str, Any]] | pd.DataFrame | None,
+        objDiaForcedSources: list[dict[str, Any]] | pd.DataFrame | None,
+        diffImCutout: CCDData | bytes | None,
+        calexpCutout: CCDData | bytes | None,
+        templateCutout: CCDData | bytes | None,
+        ssSource: dict[str, Any] | pd.DataFrame | None = None,
+    ) -> dict[str, Any]:
+        """Assemble one alert record.
+
+        Parameters
+        ----------
+        alertId : `int`
+            The ``diaSourceId`` of the alert's source.
+        diaSource, diaObject, ssSource : `dict` or one-row `pandas.DataFrame`
+            The records (a DataFrame is converted with the schema's fields).
+        objDiaSrcHistory, objDiaForcedSources : `list` of `dict` or `pandas.DataFrame`
+            Previous DiaSources/DiaForcedSources of the object (`None` when
+            the source has no DiaObject).
+        diffImCutout, calexpCutout, templateCutout : `CCDData`, `bytes` or `None`
+            Cutouts, serialised here when given as `CCDData`.
+
+        Returns
+        -------
+        alert : `dict`
+            Exactly the fields of the alert schema.
+        """
+        recs = self.alertSchema.records
+
+        def one(value: Any, name: str) -> dict[str, Any] | None:
+            if value is None or isinstance(value, dict):
+                return value
+            rows = frame_to_records(_frame(value), recs[name], self._defaults(name))
+            if len(rows) != 1:
+                raise TaskError(f"makeAlertDict needs one {name} row, got {len(rows)}")
+            return rows[0]
+
+        def many(value: Any, name: str) -> list[dict[str, Any]] | None:
+            if value is None or isinstance(value, list):
+                return value
+            return frame_to_records(_frame(value), recs[name], self._defaults(name))
+
+        def cut(value: Any) -> bytes | None:
+            if value is None or isinstance(value, bytes):
+                return value
+            return self.streamCcdDataToBytes(value)
+
+        return {
+            "diaSourceId": int(alertId),
+            "observation_reason": None,
+            "target_name": None,
+            "diaSource": one(diaSource, "diaSource"),
+            "prvDiaSources": many(objDiaSrcHistory, "diaSource"),
+            "prvDiaForcedSources": many(objDiaForcedSources, "diaForcedSource"),
+            "diaObject": one(diaObject, "diaObject"),
+            "ssSource": one(ssSource, "ssSource"),
+            "mpc_orbits": None,
+            "cutoutDifference": cut(diffImCutout),
+            "cutoutScience": cut(calexpCutout),
+            "cutoutTemplate": cut(templateCutout),
+        }
+
+    # -- run -------------------------------------------------------------------
+    def run(
+        self,
+        diaSourceCat: pd.DataFrame,
+        diaObjectCat: pd.DataFrame | None,
+        diaSrcHistory: pd.DataFrame | None,
+        diaForcedSources: pd.DataFrame | None,
+        diffIm: Any,
+        calexp: Any = None,
+        template: Any = None,
+        ssSrc: pd.DataFrame | None = None,
+        visit: int | None = None,
+        detector: int | None = None,
+    ) -> Struct:
+        """Package the visit's DiaSources into alerts; write and/or produce them.
+
+        Parameters
+        ----------
+        diaSourceCat : `pandas.DataFrame`
+            This visit's DiaSources (APDB column names), one alert each.
+        diaObjectCat : `pandas.DataFrame` or `None`
+            New and updated DiaObjects of those sources.
+        diaSrcHistory, diaForcedSources : `pandas.DataFrame` or `None`
+            12-month histories of the objects (rows of this visit are ignored).
+        diffIm, calexp, template : `tasks.images.Exposure` or `None`
+            Difference, science and template exposures for the cutouts; a
+            missing one gives null cutouts of that kind.
+        ssSrc : `pandas.DataFrame`, optional
+            SSSources of this visit (by ``diaSourceId``).
+        visit, detector : `int`, optional
+            Defaults: the catalogue's columns, then the difference image's.
+
+        Returns
+        -------
+        result : `Struct`
+            ``alertFile`` (`Path` or `None`), ``nAlerts``, ``nInvalid``,
+            ``cutoutsMissing`` (`dict` kind → count), ``nDelivered``,
+            ``failedAlertFile`` (`Path` or `None`).
+        """
+        visit, detector = self._visit_detector(diaSourceCat, diffIm, visit, detector)
+        with self.timer("prepare"):
+            inputs = prepare_inputs(
+                self.alertSchema,
+                diaSourceCat,
+                diaObjectCat,
+                diaSrcHistory,
+                diaForcedSources,
+                ssSrc,
+                visit,
+                self._defaults,
+                self.log,
+            )
+        self._report_unused(inputs.unused)
+        sources = inputs.sources
+        n = len(sources)
+        makers = self._cutout_makers(inputs, diffIm, calexp, template)
+        writer = None
+        if self.config.doWriteAlerts:
+            path = Path(self.config.alertWriteLocation) / alert_file_name(visit, detector)
+            writer = AlertFileWriter(path, self.alertSchema, codec=self.config.avroCodec)
+        bodies: list[bytes] = []
+        keys: list[int] = []
+        n_invalid = 0
+        with self.timer("package"):
+            try:
+                for k in range(n):
+                    alert = self._alert(k, inputs, makers)
+                    try:
+                        body = self.alertSchema.serialize(alert)
+                    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+                        n_invalid += 1
+                        self._report_invalid(alert)
+                        continue
+                    if writer is not None:
+                        writer.append(body)
+                    if self.config.doProduceAlerts:
+                        bodies.append(body)
+                        keys.append(alert["diaSourceId"])
+            except BaseException:
+                if writer is not None:
+                    writer.abort()
+                raise
+            alert_file = writer.close() if writer is not None else None
+        n_delivered, failed_file = 0, None
+        if self.config.doProduceAlerts:
+            with self.timer("produce"):
+                n_delivered, failed_file = self._produce(bodies, keys, visit, detector)
+        missing = {label: n - counts["made"] for label, counts in self._made.items()}
+        reasons = {label: dict(m.reasons) for label, m in makers.items() if m is not None}
+        reasons.update(self._none_reasons)
+        self.metadata.update(
+            nAlerts=n - n_invalid, nInvalid=n_invalid, cutoutsMissing=missing, cutoutReasons=reasons
+        )
+        if any(missing.values()):
+            self.log.info(
+                "visit %d detector %d: cutouts missing %s (%s)", visit, detector, missing, reasons
+            )
+        return Struct(
+            alertFile=alert_file,
+            nAlerts=n - n_invalid,
+            nInvalid=n_invalid,
+            cutoutsMissing=missing,
+            nDelivered=n_delivered,
+            failedAlertFile=failed_file,
+        )
+
+    # -- helpers ---------------------------------------------------------------
+    def _defaults(self, record: str) -> dict[str, Any]:
+        """Values for required schema fields an input may lack."""
+        spec = self.alertSchema.records[record]
+        out: dict[str, Any] = {}
+        now = Time.now().tai.mjd
+        for field in spec.fields:
+            if field.nullable:
+                continue
+            if field.type == "int" and (
+                field.name.endswith("Ndata") or field.name == "nDiaSources"
+            ):
+                out[field.name] = 0
+            elif field.name == "timeProcessedMjdTai":
+                out[field.name] = now
+        return out
+
+    def _maker(self, exposure: Any, label: str, photo_calib: Any = None) -> CutoutMaker:
+        maker = CutoutMaker(exposure, label, tuple(self.config.cutoutBadMaskPlanes))
+        if photo_calib is not None:
+            maker._factor = float(photo_calib.calibration_mean)
+        return maker
+
+    def _cutout_makers(self, inputs: Any, diffIm: Any, calexp: Any, template: Any) -> dict:
+        makers: dict[str, Any] = {}
+        self._made = {}
+        self._none_reasons: dict[str, dict[str, int]] = {}
+        self._cut_geometry = {}
+        for label, exposure in (
+            ("difference", diffIm),
+            ("science", calexp),
+            ("template", template),
+        ):
+            self._made[label] = Counter()
+            if exposure is None or not self.config.doPackageCutouts or len(inputs.sources) == 0:
+                makers[label] = None
+                if len(inputs.sources):
+                    why = "not requested" if exposure is not None else f"no {label} exposure"
+                    self._none_reasons[label] = {why: len(inputs.sources)}
+                continue
+            maker = self._maker(exposure, label)
+            x, y = maker.positions(inputs.ra, inputs.dec)
+            cd = maker.local_wcs(x, y, inputs.ra, inputs.dec)
+            makers[label] = maker
+            self._cut_geometry[label] = (x, y, cd)
+        self._sizes = cutout_sizes(
+            inputs.bbox_size, self.config.minCutoutSize, self.config.maxCutoutSize
+        )
+        return makers
+
+    def _alert(self, k: int, inputs: Any, makers: dict) -> dict[str, Any]:
+        src = inputs.sources[k]
+        sid = src["diaSourceId"]
+        cutouts: list[bytes | None] = []
+        for label in ("difference", "science", "template"):
+            maker = makers[label]
+            data = None
+            if maker is not None:
+                x, y, cd = self._cut_geometry[label]
+                cut = maker.cut(
+                    x[k], y[k], int(self._sizes[k]), inputs.ra[k], inputs.dec[k], cd[k], sid
+                )
+                if cut is not None:
+                    data = cut.to_bytes()
+                    self._made[label]["made"] += 1
+            cutouts.append(data)
+        oid = src.get("diaObjectId")
+        obj = inputs.objects.get(oid) if oid else None
+        has_object = obj is not None
+        return self.makeAlertDict(
+            sid,
+            src,
+            obj,
+            inputs.src_history.get(oid, []) if has_object else None,
+            inputs.forced_history.get(oid, []) if has_object else None,
+            *cutouts,
+            ssSource=inputs.ss_sources.get(sid),
+        )
+
+    def _report_unused(self, unused: dict[str, list[str]]) -> None:
+        """Say once which input columns no alert field carries."""
+        reported = self.metadata.setdefault("unusedColumns", {})
+        for record, columns in unused.items():
+            new = [c for c in columns if c not in reported.get(record, [])]
+            if new:
+                self.log.info("input columns not in the alert's %s record: %s", record, new)
+                reported[record] = sorted(set(reported.get(record, [])) | set(new))
+
+    def _report_invalid(self, alert: dict[str, Any]) -> None:
+        try:
+            validate_alert(alert, self.alertSchema)
+            message = "serialisation failed"
+        except AlertValidationError as exc:
+            message = str(exc)
+        self.log.error("alert %s dropped: %s", alert.get("diaSourceId"), message)
+
+    def _produce(
+        self, bodies: list[bytes], keys: list[int], visit: int, detector: int
+    ) -> tuple[int, Path | None]:
+        from tasks.alerts.kafka import AlertProducer
+
+        if self._producer is None:
+            self._producer = AlertProducer.from_environment(
+                self.config.schemaId or self.alertSchema.schema_id,
+                batch_size=self.config.kafkaBatchSize,
+                flush_timeout=self.config.kafkaFlushTimeout,
+            )
+        result = self._producer.produce(bodies, keys)
+        failed_file = None
+        if result.failed:
+            self.log.warning(
+                "%d of %d alerts not delivered to Kafka: %s",
+                len(result.failed),
+                len(bodies),
+                result.errors[0],
+            )
+            if self.config.doWriteFailedAlerts:
+                path = (
+                    Path(self.config.alertWriteLocation)
+                    / "failed"
+                    / alert_file_name(visit, detector)
+                )
+                with AlertFileWriter(path, self.alertSchema, codec=self.config.avroCodec) as writer:
+                    for i in result.failed:
+                        writer.append(bodies[i])
+                failed_file = path
+        return result.delivered, failed_file
+
+    @staticmethod
+    def _visit_detector(
+        cat: pd.DataFrame, diffIm: Any, visit: int | None, detector: int | None
+    ) -> tuple[int, int]:
+        frame = _frame(cat)
+        if visit is None and "visit" in frame.columns and len(frame):
+            visit = int(frame["visit"].iloc[0])
+        if detector is None and "detector" in frame.columns and len(frame):
+            detector = int(frame["detector"].iloc[0])
+        info = getattr(diffIm, "visit_info", None)
+        if visit is None and info is not None:
+            visit = int(info.visit_id)
+        if detector is None and getattr(diffIm, "detector", None) is not None:
+            det = diffIm.detector
+            detector = int(getattr(det, "id", det))
+        if visit is None or detector is None:
+            raise TaskError("PackageAlertsTask needs the visit and detector (give them explicitly)")
+        return visit, detector
+
+
+def _frame(value: Any) -> pd.DataFrame:
+    if isinstance(value, pd.Series):
+        return value.to_frame().T
+    return value
+
+
+def _radec(sky: SkyCoord | tuple[float, float]) -> tuple[float, float]:
+    if isinstance(sky, SkyCoord):
+        icrs = sky.icrs
+        return float(icrs.ra.deg), float(icrs.dec.deg)
+    return float(sky[0]), float(sky[1])
+
+
+def _astropy_wcs(linear: LinearWcs) -> WCS:
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.cunit = ["deg", "deg"]
+    wcs.wcs.crval = list(linear.crval)
+    wcs.wcs.crpix = list(linear.crpix)
+    wcs.wcs.cd = np.asarray(linear.cd)
+    wcs.wcs.radesys = "ICRS"
+    return wcs
+
+
+def _linear_wcs(wcs: WCS) -> LinearWcs | None:
+    core = wcs.wcs
+    if wcs.naxis != 2 or list(core.ctype) != ["RA---TAN", "DEC--TAN"] or wcs.has_distortion:
+        return None
+    return LinearWcs(
+        crval=(float(core.crval[0]), float(core.crval[1])),
+        crpix=(float(core.crpix[0]), float(core.crpix[1])),
+        cd=np.asarray(wcs.pixel_scale_matrix, dtype=np.float64),
+    )
+
+
+def _variance(cutout: CCDData) -> np.ndarray | None | bool:
+    """Variance array of a cutout, `None` without uncertainty, False if not convertible."""
+    unc = cutout.uncertainty
+    if unc is None:
+        return None
+    if isinstance(unc, VarianceUncertainty):
+        return np.asarray(unc.array)
+    try:
+        return np.asarray(unc.represent_as(VarianceUncertainty).array)
+    except (TypeError, ValueError, AttributeError):
+        return False
