@@ -100,6 +100,7 @@ class ReferenceBackend(Backend):
         cfg = ApdbSql.init_database(url, dia_object_index=dia_object_index)
         self.apdb = Apdb.from_config(cfg)
         self.dia_object_index = dia_object_index
+        self.name = f"{ReferenceBackend.name} [{dia_object_index}]"
         self.region = self._cone(config.radius_deg + config.margin_arcsec / 3600.0)
 
     def _cone(self, radius_deg: float):

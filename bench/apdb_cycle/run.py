@@ -88,9 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--ref-index",
+        nargs="+",
         choices=("last_object_table", "baseline", "pix_id_iov"),
-        default="last_object_table",
-        help="ApdbSql dia_object_index mode (last_object_table: its fastest reads)",
+        default=["last_object_table"],
+        help="ApdbSql dia_object_index mode(s); several run as separate references, each on "
+        "its own database, and the fastest one is the headline (default last_object_table)",
     )
     p.add_argument("--no-copy-limit", action="store_true", help="skip the raw COPY measurement")
     p.add_argument(
@@ -205,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     with Server(args.server_dsn, pg_stats=args.pg_stats) as server:
         backends: list[Backend] = []
         if args.only in ("both", "reference"):
-            url = server.create_database("bench_reference", driver="psycopg2")
-            backends.append(ReferenceBackend(url, config, args.ref_index))
+            for mode in dict.fromkeys(args.ref_index):
+                url = server.create_database(f"bench_reference_{mode}", driver="psycopg2")
+                backends.append(ReferenceBackend(url, config, mode))
         if args.only in ("both", "ours"):
             url = server.create_database("bench_ours", driver="psycopg")
             backends.append(OursBackend(url, config))
@@ -236,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
                 },
                 "results": {},
             }
-            order = backends if vd.index % 2 == 0 else backends[::-1]
+            # Rotate who goes first, so neither side always meets a warmer/colder server.
+            k = vd.index % len(backends) if backends else 0
+            order = backends[k:] + backends[:k]
             for backend in order:
                 prof = profiler if isinstance(backend, OursBackend) else None
                 record["results"][backend.name] = run_cycle(backend, vd, prof)
