@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import fastavro
+from fastavro.repository.base import SchemaRepositoryError
 
 from tasks.base import TaskError
 
@@ -200,9 +202,11 @@ def load_alert_schema(version: str | None = None) -> AlertSchema:
     except ValueError:
         raise AlertSchemaError(f"alert schema version {version!r} is not MAJOR.MINOR") from None
     path = f"{get_schema_path(major, minor)}/lsst.v{major}_{minor}.alert.avsc"
+    if not os.path.isfile(path):
+        raise AlertSchemaError(f"lsst-alert-packet has no alert schema version {version} ({path})")
     try:
         schema = Schema.from_file(path)
-    except (FileNotFoundError, OSError) as exc:
+    except (OSError, SchemaRepositoryError) as exc:
         raise AlertSchemaError(
             f"lsst-alert-packet has no alert schema version {version} ({path})"
         ) from exc
