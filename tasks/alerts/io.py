@@ -109,8 +109,8 @@ def validate_alert(alert: dict[str, Any], schema: AlertSchema | None = None) -> 
 
 
 def alert_file_name(visit: int, detector: int) -> str:
-    """Name of the alert file of one visit/detector."""
-    return f"alerts_{int(visit)}_{int(detector)}.avro"
+    """Name of the alert file of one visit/detector (as in `tasks.data_layout`)."""
+    return f"visit_{int(visit):07d}_det_{int(detector):03d}.avro"
 
 
 def write_alert_file(

@@ -32,7 +32,7 @@ def run_task(tmp_path, scene, **config):
 
 def test_one_alert_per_source_read_back_with_plain_fastavro(tmp_path, scene):
     task, result = run_task(tmp_path, scene)
-    assert result.alertFile == tmp_path / f"alerts_{VISIT}_{DETECTOR}.avro"
+    assert result.alertFile == tmp_path / f"visit_{VISIT:07d}_det_{DETECTOR:03d}.avro"
     with open(result.alertFile, "rb") as fh:
         reader = fastavro.reader(fh)
         assert (

@@ -1,0 +1,128 @@
+"""Adapters from the on-disk data layout to each pipeline task.
+
+Every stage of the per-visit chain is owned by another module; the
+functions here only gather that stage's inputs from a `DataLayout` (and
+the results of earlier stages) and call the task.  Per-run inputs that do
+not change between visits (isolated-star catalogues, DCR coadd references)
+are read once and cached in `RunInputs`.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from tasks.base import NoWorkFound, TaskError
+from tasks.data_layout import DataLayout
+from tasks.images import Exposure
+
+__all__ = ["RunInputs", "StageUnavailableError", "detect", "subtract", "dcr_template"]
+
+
+class StageUnavailableError(TaskError):
+    """A stage's module is not installed or not built yet."""
+
+
+@dataclass
+class RunInputs:
+    """Inputs shared by all visits of a run, read lazily once."""
+
+    layout: DataLayout
+    _isolated: tuple[dict[int, Any], dict[int, Any]] | None = None
+    _coadd_refs: dict[str, list[Any]] = field(default_factory=dict)
+
+    def isolated_stars(self) -> tuple[dict[int, pd.DataFrame], dict[int, pd.DataFrame]]:
+        """Per-tract isolated-star catalogues and sources (empty dicts if none)."""
+        if self._isolated is None:
+            tracts = self.layout.isolated_star_tracts()
+            cats = {t: self.layout.read_isolated_star_cat(t) for t in tracts}
+            srcs = {t: self.layout.read_isolated_star_sources(t) for t in tracts}
+            self._isolated = (cats, srcs)
+        return self._isolated
+
+    def coadd_refs(self, band: str) -> list[Any]:
+        """Return references to every DCR sub-filter coadd of a band (read on demand)."""
+        if band not in self._coadd_refs:
+            from tasks.dcr.get_template import CoaddRef
+
+            layout = self.layout
+            skymap = layout.read_skymap()
+            refs = []
+            for tract, patch in layout.dcr_patches(band):
+                info = skymap[tract].patch_info(patch)
+                for k in layout.dcr_subfilters(tract, patch, band):
+                    path = layout.dcr_coadd_path(tract, patch, band, k)
+                    data_id = {"tract": tract, "patch": patch, "band": band, "subfilter": k}
+                    loader = functools.partial(layout.read_exposure_file, path)
+                    refs.append(CoaddRef(data_id, info.outer_bbox, info.wcs, loader))
+            self._coadd_refs[band] = refs
+        return self._coadd_refs[band]
+
+    def ss_predictions(self, visit: int) -> pd.DataFrame | None:
+        """Predicted Solar System positions of a visit, `None` when there are none."""
+        if self.layout.has_ss_predictions(visit):
+            return self.layout.read_ss_predictions(visit)
+        return None
+
+
+def detect(task: Any, exposure: Exposure, kind: str) -> pd.DataFrame:
+    """Run source detection/measurement on an exposure.
+
+    Parameters
+    ----------
+    task : `tasks.base.Task`
+        The detection task (``tasks.diffim.detect``).
+    exposure : `tasks.images.Exposure`
+        Science image (``kind="science"``: the single-frame ``src`` table for
+        the final characterization) or difference image (``kind="difference"``:
+        DiaSources).
+    kind : `str`
+        ``science`` or ``difference``.
+    """
+    result = task.run(exposure)
+    for name in ("diaSources", "sources", "sourceCat", "catalog"):
+        table = getattr(result, name, None)
+        if isinstance(table, pd.DataFrame):
+            return table
+    raise TaskError(f"detection on the {kind} image returned no table ({result!r})")
+
+
+def dcr_template(task: Any, inputs: RunInputs, exposure: Exposure) -> Exposure:
+    """Build the DCR-matched template of a detector with `GetDcrTemplateTask`.
+
+    Raises
+    ------
+    NoWorkFound
+        If no DCR coadd of the band overlaps the detector.
+    """
+    info = exposure.visit_info
+    refs = inputs.coadd_refs(exposure.band or info.band)
+    if not refs:
+        raise NoWorkFound(f"no DCR coadds in band {exposure.band or info.band}")
+    selected = task.getOverlappingExposures(
+        {"coaddExposureRefs": refs, "bbox": exposure.bbox, "wcs": exposure.wcs}
+    )
+    patch_list: dict[Any, list[Any]] = {}
+    for ref in selected.coaddExposureRefs:
+        patch_list.setdefault(ref.dataId["tract"], []).append(ref.dataId["patch"])
+    task.checkPatchList(patch_list)
+    coadds = task.getDcrModel(patch_list, selected.coaddExposureRefs, info)
+    data_ids = [
+        {"tract": tract, "patch": patch}
+        for tract, patches in patch_list.items()
+        for patch in dict.fromkeys(patches)
+    ]
+    return task.run(coadds, exposure.bbox, exposure.wcs, data_ids).template
+
+
+def subtract(task: Any, template: Exposure, exposure: Exposure) -> Exposure:
+    """Difference image ``science - matched template`` from the subtraction task."""
+    result = task.run(template, exposure)
+    for name in ("difference", "diffIm", "subtractedExposure"):
+        diff = getattr(result, name, None)
+        if diff is not None:
+            return diff
+    raise TaskError(f"subtraction returned no difference image ({result!r})")

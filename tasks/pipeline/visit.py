@@ -1,0 +1,221 @@
+"""ProcessVisitTask: the whole alert-production chain for one visit/detector.
+
+    science exposure ── detection (src) ── final characterization (PSF, aperture corrections)
+        ── DCR template ── subtraction ── detection (DiaSources)
+        ── DiaPipelineTask (SSO association, association, statistics, forced photometry, store)
+        ── PackageAlertsTask (alerts: Avro file, optionally Kafka)
+
+Each stage is timed (``{stage}Duration`` in the metadata); the result
+carries the counts the run summary adds up.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pydantic import Field
+
+from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
+from tasks.base import NoWorkFound, Struct, Task, TaskConfig
+from tasks.characterize import FinalizeCharacterizationConfig, FinalizeCharacterizationTask
+from tasks.dcr.get_template import GetDcrTemplateConfig, GetDcrTemplateTask
+from tasks.diapipe import DiaPipelineConfig, DiaPipelineTask
+from tasks.pipeline import stages
+from tasks.pipeline.stages import RunInputs, StageUnavailableError
+
+__all__ = ["STAGES", "ProcessVisitConfig", "ProcessVisitTask"]
+
+STAGES = (
+    "read",
+    "detectScience",
+    "characterize",
+    "template",
+    "subtract",
+    "detectDifference",
+    "diaPipe",
+    "alerts",
+)
+"""Stage names, in order (keys of the per-stage timings)."""
+
+# (module, task class) of stages whose owners' modules may be absent
+_OPTIONAL_TASKS = {
+    "detection": ("tasks.diffim.detect", "DetectionTask"),
+    "subtraction": ("tasks.diffim.subtract", "SubtractionTask"),
+}
+
+
+def _optional_task(kind: str, parent: Task, name: str) -> Any:
+    module_name, class_name = _OPTIONAL_TASKS[kind]
+    try:
+        module = importlib.import_module(module_name)
+        task_class = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise StageUnavailableError(
+            f"{kind} ({module_name}.{class_name}) is not available: {exc}"
+        ) from exc
+    return task_class(name=name, parentTask=parent)
+
+
+class ProcessVisitConfig(TaskConfig):
+    """Configuration of `ProcessVisitTask`."""
+
+    finalizeCharacterization: FinalizeCharacterizationConfig = (
+        FinalizeCharacterizationTask.makeField("Final PSF and aperture corrections.")
+    )
+    getTemplate: GetDcrTemplateConfig = GetDcrTemplateTask.makeField(
+        "DCR-matched template for the detector."
+    )
+    diaPipe: DiaPipelineConfig = DiaPipelineTask.makeField(
+        "Association, statistics, forced photometry and store."
+    )
+    packageAlerts: PackageAlertsConfig = PackageAlertsTask.makeField("Alert packaging.")
+    doFinalizeCharacterization: bool = Field(
+        True, description="Refit PSF and aperture corrections from isolated stars."
+    )
+    doPackageAlerts: bool = Field(True, description="Write (and/or produce) alerts.")
+
+
+class ProcessVisitTask(Task):
+    """Run the alert-production chain on one visit/detector."""
+
+    ConfigClass = ProcessVisitConfig
+    _DefaultName = "processVisit"
+    _subtask_classes = {
+        "finalizeCharacterization": FinalizeCharacterizationTask,
+        "getTemplate": GetDcrTemplateTask,
+        "diaPipe": DiaPipelineTask,
+        "packageAlerts": PackageAlertsTask,
+    }
+    config: ProcessVisitConfig
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in self._subtask_classes:
+            self.makeSubtask(name)
+        self._detection = None
+        self._subtraction = None
+
+    @property
+    def detection(self) -> Any:
+        """The detection task (built on first use)."""
+        if self._detection is None:
+            self._detection = _optional_task("detection", self, "detection")
+        return self._detection
+
+    @property
+    def subtraction(self) -> Any:
+        """The subtraction task (built on first use)."""
+        if self._subtraction is None:
+            self._subtraction = _optional_task("subtraction", self, "subtraction")
+        return self._subtraction
+
+    def run(self, inputs: RunInputs, visit: int, detector: int, apdb: Any) -> Struct:
+        """Process one visit/detector and store it in the APDB.
+
+        Parameters
+        ----------
+        inputs : `RunInputs`
+            The data directory and per-run caches.
+        visit, detector : `int`
+            What to process.
+        apdb : `apdb.Apdb`
+            The database.
+
+        Returns
+        -------
+        result : `Struct`
+            ``visit``, ``detector``, ``nDiaSources``, ``nNewDiaObjects``,
+            ``nSsMatches``, ``nAlerts``, ``alertFile``, ``timings`` (stage →
+            seconds), ``notes`` (list of str: fallbacks taken), and the
+            ``diaPipe`` and ``alerts`` results.
+        """
+        self.emptyMetadata()
+        notes: list[str] = []
+        layout = inputs.layout
+        with self.timer("read"):
+            exposure = layout.read_exposure(visit, detector)
+            if exposure.visit_info is None:
+                exposure.visit_info = layout.read_visit_info(visit)
+            if exposure.detector is None:
+                exposure.detector = detector
+            ssp = inputs.ss_predictions(visit)
+        band = exposure.band or exposure.visit_info.band
+
+        with self.timer("detectScience"):
+            src = stages.detect(self.detection, exposure, "science")
+        with self.timer("characterize"):
+            self._characterize(inputs, visit, detector, band, exposure, src, notes)
+        with self.timer("template"):
+            template = stages.dcr_template(self.getTemplate, inputs, exposure)
+        with self.timer("subtract"):
+            diffim = stages.subtract(self.subtraction, template, exposure)
+        with self.timer("detectDifference"):
+            dia_sources = stages.detect(self.detection, diffim, "difference")
+        with self.timer("diaPipe"):
+            dia = self.diaPipe.run(dia_sources, diffim, exposure, template, apdb, ssp)
+        alerts = None
+        if self.config.doPackageAlerts:
+            with self.timer("alerts"):
+                alerts = self.packageAlerts.run(
+                    dia.associatedDiaSources,
+                    dia.diaObjects,
+                    dia.diaSourceHistory,
+                    dia.diaForcedSourceHistory,
+                    diffim,
+                    exposure,
+                    template,
+                    ssSrc=dia.ssSources,
+                    visit=visit,
+                    detector=detector,
+                )
+        timings = {
+            stage: float(self.metadata[f"{stage}Duration"])
+            for stage in STAGES
+            if f"{stage}Duration" in self.metadata
+        }
+        return Struct(
+            visit=visit,
+            detector=detector,
+            nDiaSources=len(dia.associatedDiaSources),
+            nNewDiaObjects=int(dia.nNewDiaObjects),
+            nSsMatches=int(dia.nAssociatedSsObjects),
+            nAlerts=0 if alerts is None else int(alerts.nAlerts),
+            alertFile=None if alerts is None else alerts.alertFile,
+            timings=timings,
+            notes=notes,
+            diaPipe=dia,
+            alerts=alerts,
+        )
+
+    def _characterize(
+        self,
+        inputs: RunInputs,
+        visit: int,
+        detector: int,
+        band: str,
+        exposure: Any,
+        src: Any,
+        notes: list[str],
+    ) -> None:
+        """Put the final PSF and aperture corrections on the exposure (or keep its own)."""
+        if not self.config.doFinalizeCharacterization:
+            return
+        cats, srcs = inputs.isolated_stars()
+        try:
+            result = self.finalizeCharacterization.run(
+                visit, band, cats, srcs, {detector: src}, {detector: exposure}
+            )
+        except NoWorkFound as exc:
+            notes.append(f"final characterization skipped: {exc}")
+            self.log.warning("visit %d detector %d: %s", visit, detector, notes[-1])
+            return
+        psf = result.psfs.get(detector)
+        if psf is None:
+            row = result.psf_ap_corr_cat
+            reason = row["reason"].iloc[0] if len(row) and "reason" in row.columns else "unknown"
+            notes.append(f"final PSF fit failed ({reason}); kept the exposure's PSF")
+            self.log.warning("visit %d detector %d: %s", visit, detector, notes[-1])
+            return
+        exposure.psf = psf
+        exposure.ap_corr_map = result.ap_corr_maps.get(detector)
