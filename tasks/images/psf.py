@@ -249,7 +249,7 @@ class DoubleGaussianPsf(Psf):
     curvature : `float`, optional
         Relative quadratic change of the width at distance ``scale``.
     kernel_size : `int`, optional
-        Odd kernel width; by default large enough for 4.5 wing widths at the
+        Odd kernel width; by default large enough for 4 wing widths at the
         widest point within ``|u|, |v| <= 1.5``.
     """
 
@@ -283,7 +283,7 @@ class DoubleGaussianPsf(Psf):
         if np.any(rel <= 0.05):
             raise ImageError("PSF width becomes non-positive within 1.5 scales of the centre")
         if kernel_size is None:
-            kernel_size = _odd_size(4.5 * self.sigma0 * self.wing_ratio * rel.max())
+            kernel_size = _odd_size(4.0 * self.sigma0 * self.wing_ratio * rel.max())
         if kernel_size % 2 != 1 or kernel_size < 3:
             raise ImageError(f"kernel_size must be odd and >= 3, got {kernel_size}")
         self._kernel_size = int(kernel_size)
@@ -308,20 +308,25 @@ class DoubleGaussianPsf(Psf):
 
     def _stamps(self, x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
         s1 = self.core_sigma(x, y)
-        s2 = s1 * self.wing_ratio
         k = self._kernel_size
         f = self.wing_fraction
-        core = (
-            _pixel_integrated_gaussian(dy, s1, k)[:, :, None]
-            * _pixel_integrated_gaussian(dx, s1, k)[:, None, :]
-        )
-        if f > 0:
-            wing = (
-                _pixel_integrated_gaussian(dy, s2, k)[:, :, None]
-                * _pixel_integrated_gaussian(dx, s2, k)[:, None, :]
-            )
-            core = (1.0 - f) * core + f * wing
-        return core / core.sum(axis=(1, 2), keepdims=True)
+        # separable components, each a product of 1-D pixel-integrated profiles;
+        # the 2-D normalisation follows from the 1-D sums, so only one pass
+        # over the (n, k, k) stack is needed.
+        cx = _pixel_integrated_gaussian(dx, s1, k)
+        cy = _pixel_integrated_gaussian(dy, s1, k)
+        if f == 0:
+            norm = cx.sum(axis=1) * cy.sum(axis=1)
+            return (cy / norm[:, None])[:, :, None] * cx[:, None, :]
+        s2 = s1 * self.wing_ratio
+        wx = _pixel_integrated_gaussian(dx, s2, k)
+        wy = _pixel_integrated_gaussian(dy, s2, k)
+        norm = (1.0 - f) * cx.sum(axis=1) * cy.sum(axis=1) + f * wx.sum(axis=1) * wy.sum(axis=1)
+        cy *= ((1.0 - f) / norm)[:, None]
+        wy *= (f / norm)[:, None]
+        out = cy[:, :, None] * cx[:, None, :]
+        out += wy[:, :, None] * wx[:, None, :]
+        return out
 
     def compute_images(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Vectorised `compute_image`: an ``(n, k, k)`` stack."""

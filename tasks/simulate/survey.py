@@ -1,0 +1,357 @@
+"""Simulate a whole survey and write it in the data layout (`tasks.data_layout`).
+
+`simulate_survey` plans the visits, draws the objects, renders every
+visit/detector and the coadds, and writes exposures, coadds, isolated-star
+catalogs, Solar System predictions, the visit table and truth tables.
+Randomness is split by purpose with `numpy.random.SeedSequence`, and each
+exposure's noise is seeded by ``(seed, visit, detector)``, so the same
+config always gives the same files.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+import pandas as pd
+from astropy.wcs import WCS
+
+from tasks.base import Struct
+from tasks.data_layout import DataLayout, visit_info_to_row
+from tasks.images.calib import PhotoCalib
+from tasks.images.geom import Box2I
+from tasks.images.psf import DoubleGaussianPsf
+from tasks.images.visit_info import VisitInfo
+from tasks.images.wcs_utils import make_tan_wcs, sky_direction_in_pixels
+from tasks.simulate.coadds import render_patch_coadds
+from tasks.simulate.config import SimulationConfig
+from tasks.simulate.isolated import find_isolated_stars, isolated_star_tables
+from tasks.simulate.observing import PlannedVisit, plan_visits
+from tasks.simulate.refraction import sed_dcr_shift
+from tasks.simulate.render import render_exposure
+from tasks.simulate.sources import make_objects, object_fluxes, object_positions
+from tasks.skymap import SkyMap, SkyMapConfig
+
+__all__ = [
+    "simulate_survey",
+    "detector_bbox",
+    "detector_wcs",
+    "detector_psf",
+    "visit_calibration",
+    "make_skymap",
+]
+
+log = logging.getLogger(__name__)
+
+_STREAMS = {"plan": 0, "objects": 1, "ssp": 2, "coadds": 3, "psf": 4}
+
+
+def _rng(config: SimulationConfig, *key: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([config.seed, *key]))
+
+
+def detector_bbox(config: SimulationConfig) -> Box2I:
+    """Box of every detector (its own parent coordinates)."""
+    return Box2I(0, 0, *config.detector_size)
+
+
+def _detector_offset(config: SimulationConfig, detector: int) -> float:
+    width = config.detector_size[0]
+    return (detector - (config.n_detectors - 1) / 2.0) * (width + config.detector_gap)
+
+
+def detector_wcs(config: SimulationConfig, visit_info: VisitInfo, detector: int) -> WCS:
+    """TAN WCS of a detector: detectors sit in a row along the focal-plane x axis."""
+    width, height = config.detector_size
+    crpix = ((width - 1) / 2.0 - _detector_offset(config, detector), (height - 1) / 2.0)
+    return make_tan_wcs(
+        visit_info.boresight_ra,
+        visit_info.boresight_dec,
+        crpix,
+        config.pixel_scale,
+        visit_info.rotator_angle,
+    )
+
+
+def detector_psf(
+    config: SimulationConfig, planned: PlannedVisit, detector: int
+) -> DoubleGaussianPsf:
+    """PSF of a visit/detector: a double Gaussian whose width varies over the focal plane."""
+    rng = _rng(config, _STREAMS["psf"], planned.visit_info.visit_id)
+    angle = rng.uniform(0, 2 * np.pi)
+    width, height = config.detector_size
+    sigma = planned.seeing_fwhm / 2.3548 / config.pixel_scale
+    g = config.psf_gradient
+    return DoubleGaussianPsf(
+        sigma,
+        wing_ratio=2.0,
+        wing_fraction=0.1,
+        center=((width - 1) / 2.0 - _detector_offset(config, detector), (height - 1) / 2.0),
+        scale=width / 2.0,
+        gradient=(g * math.cos(angle), g * math.sin(angle)),
+        curvature=g / 2.0 / max(1.0, config.n_detectors / 2.0) ** 2,
+    )
+
+
+def visit_calibration(config: SimulationConfig, visit_info: VisitInfo) -> PhotoCalib:
+    """Calibration of a visit: extinction of 0.1 mag per airmass makes counts dearer."""
+    mean = config.calibration * 10 ** (0.4 * 0.1 * (visit_info.airmass - 1.0))
+    return PhotoCalib(mean, 0.005 * mean)
+
+
+def make_skymap(config: SimulationConfig, footprints: list[tuple[np.ndarray, np.ndarray]]):
+    """Build a one-tract sky map centred on the field that covers every footprint.
+
+    Returns
+    -------
+    skymap : `SkyMap`
+    coverage : `Box2I`
+        Union of the footprints in tract pixel coordinates.
+    """
+    probe = SkyMap(
+        SkyMapConfig(
+            tract_centers=[(config.ra, config.dec)],
+            num_patches=(1, 1),
+            pixel_scale=config.pixel_scale,
+            patch_inner_size=(1, 1),
+            patch_border=0,
+        )
+    )[0]
+    xs, ys = [], []
+    for ra, dec in footprints:
+        x, y = probe.wcs.wcs_world2pix(ra, dec, 0)
+        xs.append(x - probe.bbox.center[0])
+        ys.append(y - probe.bbox.center[1])
+    half_x = float(np.max(np.abs(np.concatenate(xs)))) + 2
+    half_y = float(np.max(np.abs(np.concatenate(ys)))) + 2
+    if config.patch_inner_size is None:
+        size = (int(math.ceil(half_x / 50.0) * 100), int(math.ceil(half_y / 50.0) * 100))
+        num = (1, 1)
+    else:
+        size = config.patch_inner_size
+        num = (int(math.ceil(2 * half_x / size[0])), int(math.ceil(2 * half_y / size[1])))
+    skymap = SkyMap(
+        SkyMapConfig(
+            tract_centers=[(config.ra, config.dec)],
+            pixel_scale=config.pixel_scale,
+            patch_inner_size=size,
+            patch_border=config.patch_border,
+            num_patches=num,
+        )
+    )
+    tract = skymap[0]
+    cx, cy = tract.bbox.center
+    coverage = Box2I.from_corners(
+        int(math.floor(cx - half_x)),
+        int(math.floor(cy - half_y)),
+        int(math.ceil(cx + half_x)),
+        int(math.ceil(cy + half_y)),
+    )
+    return skymap, coverage
+
+
+def _visit_sources(
+    config: SimulationConfig,
+    objects: pd.DataFrame,
+    planned: PlannedVisit,
+    detector: int,
+    wcs: WCS,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    flux: np.ndarray,
+    dcr_arcsec: np.ndarray,
+) -> pd.DataFrame:
+    """Objects falling on one visit/detector with their rendered positions."""
+    info = planned.visit_info
+    bbox = detector_bbox(config)
+    x, y = wcs.wcs_world2pix(ra, dec, 0)
+    cx, cy = bbox.center
+    ux, uy = sky_direction_in_pixels(wcs, cx, cy, info.parallactic_angle)
+    shift = dcr_arcsec / config.pixel_scale
+    sx, sy = shift * ux, shift * uy
+    x = x + sx
+    y = y + sy
+    near = np.asarray(bbox.grown(40).contains(x, y))
+    return pd.DataFrame(
+        {
+            "objectId": objects["objectId"].to_numpy()[near],
+            "kind": objects["kind"].to_numpy()[near],
+            "ssObjectId": objects["ssObjectId"].to_numpy()[near],
+            "visit": np.full(near.sum(), info.visit_id, dtype=np.int64),
+            "detector": np.full(near.sum(), detector, dtype=np.int64),
+            "band": info.band,
+            "midpointMjdTai": info.midpoint_mjd_tai,
+            "ra": ra[near],
+            "dec": dec[near],
+            "x": x[near],
+            "y": y[near],
+            "dcrShiftX": sx[near],
+            "dcrShiftY": sy[near],
+            "flux": flux[near],
+        }
+    )
+
+
+def _ss_predictions(
+    config: SimulationConfig, objects: pd.DataFrame, info: VisitInfo, radius_deg: float
+) -> pd.DataFrame:
+    sso = objects[objects["kind"] == "sso"]
+    ra, dec = object_positions(sso, info.midpoint_mjd_tai)
+    rng = _rng(config, _STREAMS["ssp"], info.visit_id)
+    err = config.sso_prediction_error / 3600.0
+    pra = ra + rng.normal(0, err, ra.size) / np.cos(np.radians(dec))
+    pdec = dec + rng.normal(0, err, dec.size)
+    cosd = np.sin(np.radians(dec)) * np.sin(np.radians(info.boresight_dec)) + np.cos(
+        np.radians(dec)
+    ) * np.cos(np.radians(info.boresight_dec)) * np.cos(np.radians(ra - info.boresight_ra))
+    near = np.degrees(np.arccos(np.clip(cosd, -1, 1))) < radius_deg
+    mag = 31.4 - 2.5 * np.log10(sso[f"flux_{info.band}"].to_numpy())
+    return pd.DataFrame(
+        {
+            "ssObjectId": sso["ssObjectId"].to_numpy()[near],
+            "ra": pra[near] % 360.0,
+            "dec": pdec[near],
+            "raRate": sso["raRate"].to_numpy()[near],
+            "decRate": sso["decRate"].to_numpy()[near],
+            "mag": mag[near],
+        }
+    )
+
+
+def simulate_survey(
+    config: SimulationConfig | None = None,
+    root: str | os.PathLike[str] | None = None,
+) -> Struct:
+    """Simulate a survey and (when ``root`` is given) write it in the data layout.
+
+    Parameters
+    ----------
+    config : `SimulationConfig`, optional
+        Survey definition (default: the small default survey).
+    root : `str` or `os.PathLike`, optional
+        Data directory to write; nothing is written when `None` (the truth is
+        still returned, exposures are kept in memory instead).
+
+    Returns
+    -------
+    truth : `tasks.base.Struct`
+        ``objects`` (per-object truth), ``sources`` (per visit/detector truth:
+        true ra/dec at the visit, rendered ``x, y`` including the DCR shift,
+        ``flux`` in nJy, ``instFlux`` in counts, ``saturated``), ``visits``
+        (visit table), ``skymap``, ``coverage`` (tract-pixel box of all
+        footprints), ``isolated_star_ids``, ``ss_predictions`` (visit →
+        DataFrame), ``layout`` (`DataLayout` or `None`) and ``exposures``
+        ((visit, detector) → `Exposure`, only when ``root`` is `None`).
+    """
+    config = config if config is not None else SimulationConfig()
+    layout = DataLayout(root) if root is not None else None
+    planned = plan_visits(config, _rng(config, _STREAMS["plan"]))
+    bbox = detector_bbox(config)
+    wcss = {
+        (p.visit_info.visit_id, d): detector_wcs(config, p.visit_info, d)
+        for p in planned
+        for d in range(config.n_detectors)
+    }
+    footprints = [tuple(w.wcs_pix2world(bbox.corners(), 0).T) for w in wcss.values()]
+    skymap, coverage = make_skymap(config, footprints)
+    tract = skymap[0]
+
+    def sample_positions(n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs = rng_obj.uniform(coverage.x0, coverage.x1, n)
+        ys = rng_obj.uniform(coverage.y0, coverage.y1, n)
+        ra, dec = tract.wcs.wcs_pix2world(xs, ys, 0)
+        return ra % 360.0, dec
+
+    rng_obj = _rng(config, _STREAMS["objects"])
+    times = np.array([p.visit_info.midpoint_mjd_tai for p in planned])
+    objects = make_objects(rng_obj, config, sample_positions, times)
+    slopes = objects["sedSlope"].to_numpy()
+
+    truth_rows = []
+    exposures = {}
+    ss_predictions = {}
+    fov_radius = (
+        math.hypot(config.n_detectors * (bbox.width + config.detector_gap), bbox.height)
+        / 2
+        * config.pixel_scale
+        / 3600.0
+        + 0.02
+    )
+    for p in planned:
+        info = p.visit_info
+        ra, dec = object_positions(objects, info.midpoint_mjd_tai)
+        flux = object_fluxes(objects, info.band, info.midpoint_mjd_tai)
+        if config.apply_dcr:
+            dcr = sed_dcr_shift(info.band, slopes, info.zenith_distance, info.weather)
+        else:
+            dcr = np.zeros(len(objects))
+        calib = visit_calibration(config, info)
+        sky = config.sky[info.band] * (1.0 + 0.2 * (info.airmass - 1.0))
+        for det in range(config.n_detectors):
+            wcs = wcss[(info.visit_id, det)]
+            src = _visit_sources(config, objects, p, det, wcs, ra, dec, flux, dcr)
+            psf = detector_psf(config, p, det)
+            result = render_exposure(
+                bbox,
+                wcs,
+                psf,
+                src["x"].to_numpy(),
+                src["y"].to_numpy(),
+                src["flux"].to_numpy(),
+                photo_calib=calib,
+                sky=sky,
+                read_noise=config.read_noise,
+                rng=_rng(config, 100, info.visit_id, det),
+                saturation=config.saturation,
+                n_bad_columns=config.n_bad_columns,
+                n_cosmic_rays=config.n_cosmic_rays,
+                visit_info=info,
+                detector=det,
+            )
+            src["instFlux"] = calib.nanojansky_to_instflux(src["flux"].to_numpy())
+            src["saturated"] = result.source_saturated
+            on = np.asarray(bbox.contains(src["x"].to_numpy(), src["y"].to_numpy()))
+            truth_rows.append(src[on])
+            if layout is not None:
+                layout.write_exposure(result.exposure)
+            else:
+                exposures[(info.visit_id, det)] = result.exposure
+        ss_predictions[info.visit_id] = _ss_predictions(config, objects, info, fov_radius)
+        if layout is not None:
+            layout.write_ss_predictions(info.visit_id, ss_predictions[info.visit_id])
+        log.info("visit %d (%s) rendered", info.visit_id, info.band)
+    sources = pd.concat(truth_rows, ignore_index=True)
+    visits = pd.DataFrame([visit_info_to_row(p.visit_info) for p in planned])
+    visits["seeing"] = [p.seeing_fwhm for p in planned]
+    isolated_ids = find_isolated_stars(objects, tract, config)
+    objects["isIsolated"] = objects["objectId"].isin(isolated_ids)
+
+    if layout is not None:
+        rng_coadd = _rng(config, _STREAMS["coadds"])
+        patches = [pi for pi in tract.patches() if pi.outer_bbox.intersection(coverage) is not None]
+        for band in dict.fromkeys(config.bands):
+            for pi in patches:
+                coadds = render_patch_coadds(objects, pi, band, config, rng_coadd)
+                for k, exp in enumerate(coadds.subfilters):
+                    layout.write_dcr_coadd(exp, pi.tract, pi.patch, band, k)
+                if config.write_deep_coadds:
+                    layout.write_deep_coadd(coadds.deep, pi.tract, pi.patch, band)
+        cat, iso_src = isolated_star_tables(objects, sources, isolated_ids, config.bands)
+        layout.write_isolated_stars(tract.tract_id, cat, iso_src)
+        layout.write_visit_table(visits)
+        layout.write_skymap(skymap)
+        layout.write_survey({"simulator": config.model_dump(mode="json")})
+        layout.write_truth(objects, sources)
+    return Struct(
+        objects=objects,
+        sources=sources,
+        visits=visits,
+        skymap=skymap,
+        coverage=coverage,
+        isolated_star_ids=isolated_ids,
+        ss_predictions=ss_predictions,
+        layout=layout,
+        exposures=exposures,
+    )
