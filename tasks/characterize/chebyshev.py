@@ -160,6 +160,7 @@ class ChebyshevBoundedField:
                 weights = 1.0 / errors**2
         used = np.isfinite(x) & np.isfinite(y) & np.isfinite(values) & np.isfinite(weights)
         used &= weights > 0
+        valid = used.copy()
         n_terms = len(term_orders(order))
         basis = chebyshev_basis(x, y, bbox, order)
         coefficients = np.zeros(n_terms)
@@ -173,12 +174,13 @@ class ChebyshevBoundedField:
             coefficients, *_ = np.linalg.lstsq(
                 basis[used] * sw[:, None], values[used] * sw, rcond=None
             )
-            resid = (values - basis @ coefficients) * np.sqrt(np.where(used, weights, 0.0))
+            resid = (values - basis @ coefficients) * np.sqrt(np.where(valid, weights, 0.0))
             scatter = 1.4826 * np.median(np.abs(resid[used] - np.median(resid[used])))
             if not scatter > 0:
                 break
-            keep = used & (np.abs(resid) <= n_sigma * scatter)
-            if keep.sum() == used.sum() or keep.sum() < n_terms:
+            # clip against the current fit; points clipped by an earlier, worse fit may return
+            keep = valid & (np.abs(resid) <= n_sigma * scatter)
+            if np.array_equal(keep, used) or keep.sum() < n_terms:
                 break
             used = keep
         return cls(bbox=bbox, order=order, coefficients=coefficients), used

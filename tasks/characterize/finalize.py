@@ -21,7 +21,7 @@ from scipy.spatial import cKDTree
 from tasks.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
 from tasks.characterize.apcorr import ApCorrMap, measure_aperture_corrections
 from tasks.characterize.isolated import load_table, select_and_concat
-from tasks.characterize.psf_fit import fit_pixel_grid_psf
+from tasks.characterize.psf_fit import STAMP_MARGIN, fit_pixel_grid_psf
 from tasks.characterize.psf_model import PixelGridPsf
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
 from tasks.images import Exposure, MaskPlane
@@ -57,7 +57,6 @@ class FinalizeCharacterizationConfig(TaskConfig):
     minPsfStars: int = Field(default=6, description="Fewest stars accepted for a PSF fit.")
     kernelSize: int = Field(default=25, description="Side (odd) of the pixel-grid PSF model.")
     spatialOrder: int = Field(default=2, description="Polynomial order of the PSF variation.")
-    lanczosOrder: int = Field(default=5, description="Lanczos order of sub-pixel shifts.")
     nIter: int = Field(default=3, description="PSF outlier-rejection iterations.")
     clipSigma: float = Field(default=4.0, description="PSF outlier threshold (robust sigma).")
     apertureRadius: float = Field(
@@ -161,7 +160,7 @@ class FinalizeCharacterizationTask(Task):
 
     def _stamp_flags(self, exposure: Exposure, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Stars whose PSF stamp (with shift margin) is off the image or touches bad pixels."""
-        half = self.config.kernelSize // 2 + self.config.lanczosOrder + 1
+        half = self.config.kernelSize // 2 + STAMP_MARGIN
         origin = (exposure.bbox.x0, exposure.bbox.y0)
         msk, inside = gather_stamps(exposure.mask, origin, central_pixel(x), central_pixel(y), half)
         bad = (msk & _mask_bits(self.config.badMaskPlanes)) != 0
@@ -239,7 +238,7 @@ class FinalizeCharacterizationTask(Task):
                 exposure.image, exposure.variance, exposure.mask, origin, x[idx], y[idx], domain,
                 kernel_size=cfg.kernelSize, order=cfg.spatialOrder,
                 bad_mask=_mask_bits(cfg.badMaskPlanes), min_stars=cfg.minPsfStars,
-                n_iter=cfg.nIter, clip_sigma=cfg.clipSigma, lanczos_order=cfg.lanczosOrder,
+                n_iter=cfg.nIter, clip_sigma=cfg.clipSigma,
             )  # fmt: skip
         used = np.zeros(len(src), dtype=bool)
         used[idx] = fit.used

@@ -1,6 +1,6 @@
 """Fit a `PixelGridPsf` to star stamps, with iterative outlier rejection.
 
-Each star stamp is shifted (Lanczos) so that the star sits on the central
+Each star stamp is shifted (Fourier phase ramp) so that the star sits on the central
 pixel and divided by its flux; every pixel of the ``k x k`` grid is then a
 weighted linear least-squares fit of a triangular 2-D Chebyshev polynomial
 over the detector (one shared normal matrix, as every star has one weight).
@@ -17,10 +17,12 @@ import numpy as np
 from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
 from tasks.characterize.psf_model import PixelGridPsf
-from tasks.characterize.resample import shift_stamps
+from tasks.characterize.resample import fft_shift_stamps
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
 
-__all__ = ["PsfFitError", "PsfFitResult", "fit_pixel_grid_psf"]
+__all__ = ["STAMP_MARGIN", "PsfFitError", "PsfFitResult", "fit_pixel_grid_psf"]
+
+STAMP_MARGIN = 4
 
 
 class PsfFitError(TaskError):
@@ -76,7 +78,7 @@ def fit_pixel_grid_psf(
     min_stars: int = 6,
     n_iter: int = 3,
     clip_sigma: float = 4.0,
-    lanczos_order: int = 3,
+    margin: int = STAMP_MARGIN,
 ) -> PsfFitResult:
     """Fit a spatially varying pixel-grid PSF to stars at known positions.
 
@@ -106,8 +108,9 @@ def fit_pixel_grid_psf(
         A star is rejected when its reduced chi² exceeds the median by more
         than ``clip_sigma`` robust standard deviations (1.4826 MAD, floored
         at the chi² noise ``sqrt(2 / dof)``).
-    lanczos_order : `int`, optional
-        Lanczos order of the stamp shifts.
+    margin : `int`, optional
+        Extra pixels around each star stamp used while shifting it; the
+        whole grown stamp must be on the image and free of bad pixels.
 
     Returns
     -------
@@ -125,7 +128,7 @@ def fit_pixel_grid_psf(
     n_terms = len(term_orders(order))
     needed = max(min_stars, n_terms)
     half = kernel_size // 2
-    in_half = half + lanczos_order + 1
+    in_half = half + margin
     finite = np.isfinite(x) & np.isfinite(y)
     cx, cy = central_pixel(x), central_pixel(y)
     dx, dy = np.where(finite, x - cx, 0.0), np.where(finite, y - cy, 0.0)
@@ -146,8 +149,9 @@ def fit_pixel_grid_psf(
     idx = np.flatnonzero(usable)
     data = data[idx].astype(np.float64)
     var = var[idx].astype(np.float64)
-    centred = shift_stamps(data, -dx[idx], -dy[idx], half, lanczos_order)
     core = slice(in_half - half, in_half + half + 1)
+    # shift on the larger stamp, so that the periodic wrap of the FFT stays in the margin
+    centred = fft_shift_stamps(data, -dx[idx], -dy[idx])[:, core, core]
     data_k = data[:, core, core]
     var_k = var[:, core, core]
     basis = chebyshev_basis(x[idx], y[idx], domain, order)
@@ -180,7 +184,6 @@ def fit_pixel_grid_psf(
                 coefficients.reshape(n_terms, kernel_size, kernel_size),
                 domain,
                 order,
-                lanczos_order,
             )
             kernels = psf.compute_kernel_images(x[idx], y[idx])
             flux = np.einsum("nij,nij->n", kernels, centred) / np.einsum(

@@ -3,8 +3,8 @@
 The model holds, for each term of a triangular 2-D Chebyshev basis over the
 detector (`tasks.characterize.chebyshev`), a ``k x k`` coefficient image.
 The centred PSF at ``(x, y)`` is ``sum_t T_t(x, y) C_t``, normalised to sum
-1; the image at a sub-pixel position is that kernel shifted with a Lanczos
-kernel (`tasks.characterize.resample`).  `PixelGridPsf.compute_images` does
+1; the image at a sub-pixel position is that kernel shifted with a Fourier
+phase ramp (`tasks.characterize.resample.fft_shift_stamps`).  `PixelGridPsf.compute_images` does
 this for many positions at once; forced photometry uses it.
 """
 
@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
-from tasks.characterize.resample import shift_stamps
+from tasks.characterize.resample import fft_shift_stamps
 from tasks.forcedphot.psf_flux import central_pixel
 from tasks.images.persistence import register_persistable
 from tasks.images.psf import Psf
@@ -80,8 +80,6 @@ class PixelGridPsf(Psf):
         ``(xmin, ymin, xmax, ymax)`` of the detector domain of the basis.
     order : `int`
         Maximum total degree of the spatial polynomials.
-    lanczos_order : `int`, optional
-        Order of the Lanczos kernel used for sub-pixel shifts.
     """
 
     persistence_name = "PixelGridPsf"
@@ -91,7 +89,6 @@ class PixelGridPsf(Psf):
         coefficients: np.ndarray,
         bbox: tuple[float, float, float, float],
         order: int,
-        lanczos_order: int = 3,
     ) -> None:
         coefficients = np.asarray(coefficients, dtype=np.float64)
         if coefficients.ndim != 3 or coefficients.shape[1] != coefficients.shape[2]:
@@ -106,7 +103,6 @@ class PixelGridPsf(Psf):
         self.coefficients = coefficients
         self.bbox = tuple(float(b) for b in bbox)
         self.order = int(order)
-        self.lanczos_order = int(lanczos_order)
 
     # -- evaluation ----------------------------------------------------
     @property
@@ -134,7 +130,7 @@ class PixelGridPsf(Psf):
         kernels = self.compute_kernel_images(x, y)
         dx = x - central_pixel(x)
         dy = y - central_pixel(y)
-        images = shift_stamps(kernels, dx, dy, self.kernel_size // 2, self.lanczos_order)
+        images = fft_shift_stamps(kernels, dx, dy)
         return images / images.sum(axis=(1, 2))[:, None, None]
 
     def compute_image(self, x: float, y: float) -> np.ndarray:
@@ -165,7 +161,6 @@ class PixelGridPsf(Psf):
         """Serialise to a FITS image extension (coefficients + header keys)."""
         hdu = fits.ImageHDU(data=self.coefficients.astype(np.float64), name="PSF")
         hdu.header["PSFORDER"] = (self.order, "max total degree of the spatial polynomials")
-        hdu.header["LANCZOS"] = (self.lanczos_order, "Lanczos order of sub-pixel shifts")
         for key, value in zip(("BBXMIN", "BBYMIN", "BBXMAX", "BBYMAX"), self.bbox, strict=True):
             hdu.header[key] = (value, "domain of the spatial basis (parent pixels)")
         return hdu
@@ -179,7 +174,6 @@ class PixelGridPsf(Psf):
             coefficients=np.asarray(hdu.data, dtype=np.float64),
             bbox=bbox,  # type: ignore[arg-type]
             order=int(header["PSFORDER"]),
-            lanczos_order=int(header.get("LANCZOS", 3)),
         )
 
     def __repr__(self) -> str:
