@@ -3,10 +3,10 @@
 Both directions use rows in which every field has a fixed width, so that the
 whole COPY stream is one numpy structured array:
 
-- writing (`encode_rows`): NULLs are never sent; floats carry NaN (turned
-  into NULL by the set-based INSERT that reads the staging table), other
-  nullable columns get a separate boolean ``<name>__null`` flag, and strings
-  are padded with spaces to the batch's widest value (trimmed again in SQL);
+- writing (`encode_rows`): rows are grouped by NULL pattern and by the byte
+  length of each string value, so that within a group every row has the
+  same layout: one structured array per group (a NULL field is only its
+  length, -1);
 - reading (`decode_rows`): the SELECT wraps nullable columns in ``COALESCE``
   and adds ``IS NULL`` flags (`ReadField`), so the server never sends NULLs.
 
@@ -48,20 +48,23 @@ class WriteField:
     Attributes
     ----------
     values : `numpy.ndarray`
-        Values (numeric or bool), or an object array of `str`.
+        Values (numeric or bool, or UTF-8 bytes as an ``S`` array).
     wire : `str`
-        numpy format on the wire (``>f8``, ``u1``, ``S12``...).
+        numpy format on the wire (``>f8``, ``u1``; ``S`` for strings).
+    lengths : `numpy.ndarray`, optional
+        Byte length of each string value.
     """
 
     values: np.ndarray
     wire: str
+    lengths: np.ndarray | None = None
 
 
 def _string_field(values: np.ndarray) -> WriteField:
-    encoded = np.array([v.encode("utf-8") for v in values], dtype=object)
-    width = max(1, max((len(b) for b in encoded), default=1))
-    padded = np.array([b.ljust(width, b" ") for b in encoded], dtype=f"S{width}")
-    return WriteField(padded, f"S{width}")
+    encoded = [v.encode("utf-8") for v in values]
+    lengths = np.array([len(b) for b in encoded], dtype=np.int64)
+    width = max(1, int(lengths.max(initial=1)))
+    return WriteField(np.array(encoded, dtype=f"S{width}"), "S", lengths)
 
 
 def make_field(values: np.ndarray, datatype: str) -> WriteField:
@@ -71,8 +74,13 @@ def make_field(values: np.ndarray, datatype: str) -> WriteField:
     return WriteField(values, PG_TYPES[datatype][0])
 
 
-def encode_rows(fields: list[WriteField], n: int) -> bytes:
-    """Encode ``n`` rows of fixed-width fields as a binary COPY stream.
+def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]) -> bytes:
+    """Encode ``n`` rows as a binary COPY stream, NULLs included.
+
+    A NULL field is just the length -1, so rows with different NULL patterns
+    have different layouts.  Rows are grouped by NULL pattern and each group is
+    one numpy structured array; the stream holds the groups one after the
+    other (row order does not matter to a table).
 
     Parameters
     ----------
@@ -80,21 +88,59 @@ def encode_rows(fields: list[WriteField], n: int) -> bytes:
         Fields in the order of the COPY column list.
     n : `int`
         Number of rows.
+    nulls : `list` [`numpy.ndarray` or `None`]
+        Boolean NULL mask of each field (`None`: no NULLs).
 
     Returns
     -------
     data : `bytes`
         Header, rows and trailer.
     """
+    nullable = [k for k, m in enumerate(nulls) if m is not None and m.any()]
+    strings = [k for k, f in enumerate(fields) if f.lengths is not None]
+    if not nullable and not strings:
+        return HEADER + _encode_group(fields, np.arange(n), set(), {}).tobytes() + TRAILER
+    keys = [nulls[k].astype(np.int64) for k in nullable]
+    keys += [fields[k].lengths for k in strings]
+    patterns, inverse = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
+    parts = [HEADER]
+    for g, pattern in enumerate(patterns):
+        rows = order[bounds[g] : bounds[g + 1]]
+        null_fields = {k for k, flag in zip(nullable, pattern, strict=False) if flag}
+        widths = dict(zip(strings, pattern[len(nullable) :].tolist(), strict=True))
+        parts.append(_encode_group(fields, rows, null_fields, widths).tobytes())
+    parts.append(TRAILER)
+    return b"".join(parts)
+
+
+def _encode_group(
+    fields: list[WriteField], rows: np.ndarray, null_fields: set[int], widths: dict[int, int]
+) -> np.ndarray:
+    """Encode rows sharing NULL fields ``null_fields`` and string ``widths``."""
     layout = [("count", ">i2")]
+    sizes = {}
     for k, f in enumerate(fields):
-        layout += [(f"l{k}", ">i4"), (f"v{k}", f.wire)]
-    rows = np.empty(n, dtype=np.dtype(layout))
-    rows["count"] = len(fields)
+        layout.append((f"l{k}", ">i4"))
+        if k in null_fields:
+            continue
+        size = widths[k] if k in widths else np.dtype(f.wire).itemsize
+        sizes[k] = size
+        if size:
+            layout.append((f"v{k}", f"S{size}" if k in widths else f.wire))
+    out = np.empty(len(rows), dtype=np.dtype(layout))
+    out["count"] = len(fields)
+    everything = len(rows) == len(fields[0].values) if fields else True
     for k, f in enumerate(fields):
-        rows[f"l{k}"] = np.dtype(f.wire).itemsize
-        rows[f"v{k}"] = f.values
-    return HEADER + rows.tobytes() + TRAILER
+        if k in null_fields:
+            out[f"l{k}"] = -1
+            continue
+        out[f"l{k}"] = sizes[k]
+        if sizes[k]:
+            out[f"v{k}"] = f.values if everything else f.values[rows]
+    return out
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,10 @@ def id_filter(column: sa.ColumnElement, ids: np.ndarray, dialect: str) -> sa.Col
     """
     ids = np.unique(np.asarray(ids, dtype=np.int64))
     if dialect == "postgresql":
-        param = sa.bindparam("ids", ids.tolist(), type_=postgresql.ARRAY(sa.BigInteger))
+        # The explicit cast matters: psycopg would send small ids as smallint[]
+        # and "bigint = ANY(smallint[])" cannot use the index.
+        array = postgresql.ARRAY(sa.BigInteger)
+        param = sa.cast(sa.bindparam("ids", ids.tolist(), type_=array), array)
         return column == sa.any_(param)
     param = sa.bindparam("ids", json.dumps(ids.tolist()), type_=sa.String)
     each = sa.func.json_each(param).table_valued("value")

@@ -2,10 +2,10 @@
 
 Two ways rows reach a table:
 
-- PostgreSQL: binary ``COPY`` of a numpy-built buffer into a per-connection
-  temporary staging table (``ON COMMIT DELETE ROWS``), then one set-based
-  ``INSERT ... SELECT`` that turns the staging encoding (NaN, ``__null``
-  flags, padded strings) into NULLs and trimmed strings;
+- PostgreSQL: one binary ``COPY`` of a numpy-built buffer straight into the
+  table, inside the visit's transaction (`apdb.sql.pgcopy.encode_rows`);
+  a staging table is not needed because every write is a plain insert:
+  object versioning is done by the set-based UPDATE/DELETE below;
 - SQLite: one DB-API ``executemany`` of a compiled Core ``INSERT``.
 
 DiaObject versioning is shared SQL: close the latest versions of the stored
@@ -15,7 +15,7 @@ this same visit time (a re-association within the visit), insert the new ones.
 
 from __future__ import annotations
 
-import numpy as np
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
 
@@ -25,8 +25,6 @@ from apdb.sql.pgcopy import PG_TYPES, encode_rows, make_field
 from apdb.sql.reads import id_filter
 
 __all__ = ["insert_batch", "update_objects"]
-
-_STAGE_KEY = "apdb_staging_tables"
 
 
 def insert_batch(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
@@ -82,60 +80,28 @@ def _insert_generic(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
     conn.exec_driver_sql(compiled.string, records)
 
 
-def _staging_table(conn: sa.Connection, table: sa.Table) -> sa.Table:
-    """Return the connection's temporary staging table for ``table``."""
-    md = conn.connection.info.setdefault(_STAGE_KEY, sa.MetaData())
-    name = f"apdb_stage_{table.name}"
-    stage = md.tables.get(name)
-    if stage is None:
-        cols = []
-        for c in schema.table_columns(table.name):
-            kind = sa.Text() if c.datatype in ("char", "string", "text") else c.sa_type()
-            cols.append(sa.Column(c.name, kind, nullable=True))
-            if c.nullable and c.datatype not in ("double", "float"):
-                cols.append(sa.Column(c.name + "__null", sa.Boolean(), nullable=True))
-        stage = sa.Table(
-            name, md, *cols, prefixes=["TEMPORARY"], postgresql_on_commit="DELETE ROWS"
-        )
-    # Checked every time: a rolled-back transaction also drops a new temp table.
-    stage.create(conn, checkfirst=True)
-    return stage
-
-
 def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
-    stage = _staging_table(conn, table)
-    copy_cols: list[str] = []
-    fields = []
-    exprs = []
-    for name, values in batch.values.items():
-        info = schema.column_info(table.name, name)
-        nulls = batch.null_mask(name)
-        copy_cols.append(name)
-        fields.append(make_field(values, info.datatype))
-        expr: sa.ColumnElement = stage.c[name]
-        if info.datatype in ("char", "string", "text"):
-            expr = sa.func.rtrim(expr)
-        if nulls is not None:
-            if info.datatype in ("double", "float"):
-                values = values.copy()
-                values[nulls] = np.nan
-                fields[-1] = make_field(values, info.datatype)
-                expr = sa.func.nullif(expr, sa.literal_column("'NaN'", type_=expr.type))
-            else:
-                copy_cols.append(name + "__null")
-                fields.append(make_field(nulls, "boolean"))
-                expr = sa.case((stage.c[name + "__null"], sa.null()), else_=expr)
-        exprs.append(sa.cast(expr, table.c[name].type) if nulls is not None else expr)
-    data = encode_rows(fields, batch.n)
-    raw = conn.connection.driver_connection
+    """Binary COPY of the batch straight into ``table``."""
+    names = batch.columns
+    fields = [
+        make_field(batch.values[c], schema.column_info(table.name, c).datatype) for c in names
+    ]
+    nulls = [batch.null_mask(c) for c in names]
+    data = encode_rows(fields, batch.n, nulls)
+    target = pgsql.Identifier(table.name)
+    if table.schema:
+        target = pgsql.Identifier(table.schema, table.name)
     query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        pgsql.Identifier(stage.name), pgsql.SQL(", ").join(map(pgsql.Identifier, copy_cols))
+        target, pgsql.SQL(", ").join(map(pgsql.Identifier, names))
     )
-    with raw.cursor() as cur, cur.copy(query) as copy:
-        copy.write(data)
-    conn.execute(
-        sa.insert(table).from_select(list(batch.values), sa.select(*exprs).select_from(stage))
-    )
+    raw = conn.connection.driver_connection
+    try:
+        with raw.cursor() as cur, cur.copy(query) as copy:
+            copy.write(data)
+    except psycopg.errors.IntegrityError as exc:
+        raise sa.exc.IntegrityError(str(query.as_string(raw)), None, exc) from exc
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError(str(query.as_string(raw)), None, exc) from exc
 
 
 def pg_type_name(datatype: str) -> str:

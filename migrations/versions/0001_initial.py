@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-21 20:50:24.400096
+Create Date: 2026-11-21 21:00:51.645552
 
 """
 from typing import Sequence, Union
@@ -141,7 +141,6 @@ def upgrade() -> None:
     )
     op.create_index('IDX_DiaObject_last_diaObjectId', 'DiaObject', ['diaObjectId'], unique=True, postgresql_where=sa.text('"validityEndMjdTai" IS NULL'), sqlite_where=sa.text('"validityEndMjdTai" IS NULL'))
     op.create_index('IDX_DiaObject_last_pixelId', 'DiaObject', ['pixelId'], unique=False, postgresql_where=sa.text('"validityEndMjdTai" IS NULL'), sqlite_where=sa.text('"validityEndMjdTai" IS NULL'))
-    op.create_index('IDX_DiaObject_validityStart', 'DiaObject', ['validityStartMjdTai'], unique=False)
     op.create_table('DiaSource',
     sa.Column('diaSourceId', sa.BigInteger(), nullable=False),
     sa.Column('visit', sa.BigInteger(), nullable=False),
@@ -251,7 +250,7 @@ def upgrade() -> None:
     )
     op.create_index('IDX_DiaSource_diaObjectId', 'DiaSource', ['diaObjectId'], unique=False)
     op.create_index('IDX_DiaSource_pixelId', 'DiaSource', ['pixelId'], unique=False)
-    op.create_index('IDX_DiaSource_ssObjectId', 'DiaSource', ['ssObjectId'], unique=False)
+    op.create_index('IDX_DiaSource_ssObjectId', 'DiaSource', ['ssObjectId'], unique=False, postgresql_where=sa.text('"ssObjectId" IS NOT NULL'), sqlite_where=sa.text('"ssObjectId" IS NOT NULL'))
     op.create_index('IDX_DiaSource_visitDetector', 'DiaSource', ['visit', 'detector'], unique=False)
     op.create_table('SSObject',
     sa.Column('ssObjectId', sa.BigInteger(), nullable=False),
@@ -399,11 +398,10 @@ def downgrade() -> None:
     op.drop_index('IDX_SSObject_MOIDEarth', table_name='SSObject')
     op.drop_table('SSObject')
     op.drop_index('IDX_DiaSource_visitDetector', table_name='DiaSource')
-    op.drop_index('IDX_DiaSource_ssObjectId', table_name='DiaSource')
+    op.drop_index('IDX_DiaSource_ssObjectId', table_name='DiaSource', postgresql_where=sa.text('"ssObjectId" IS NOT NULL'), sqlite_where=sa.text('"ssObjectId" IS NOT NULL'))
     op.drop_index('IDX_DiaSource_pixelId', table_name='DiaSource')
     op.drop_index('IDX_DiaSource_diaObjectId', table_name='DiaSource')
     op.drop_table('DiaSource')
-    op.drop_index('IDX_DiaObject_validityStart', table_name='DiaObject')
     op.drop_index('IDX_DiaObject_last_pixelId', table_name='DiaObject', postgresql_where=sa.text('"validityEndMjdTai" IS NULL'), sqlite_where=sa.text('"validityEndMjdTai" IS NULL'))
     op.drop_index('IDX_DiaObject_last_diaObjectId', table_name='DiaObject', postgresql_where=sa.text('"validityEndMjdTai" IS NULL'), sqlite_where=sa.text('"validityEndMjdTai" IS NULL'))
     op.drop_table('DiaObject')
