@@ -1,0 +1,94 @@
+"""Shared fixtures: APDB databases on SQLite and on a throwaway PostgreSQL.
+
+Fixtures for everyone:
+
+- ``apdb_url``: URL of a fresh, empty APDB at the head revision; parametrised
+  over ``sqlite`` (a file in ``tmp_path``) and ``postgres`` (a clone of a
+  template database), so a test using it runs on both backends.
+- ``apdb``: an opened `apdb.Apdb` on ``apdb_url`` (closed afterwards).
+- ``postgres_url``: URL of a fresh, *empty* PostgreSQL database (no schema).
+- ``postgres_server``: the session's `apdb.testing.TemporaryPostgres`.
+
+Without PostgreSQL binaries the Postgres cases skip, except when the
+environment variable ``CI`` is set: then they fail.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+
+from apdb import Apdb
+from apdb.testing import TemporaryPostgres, find_postgres_bin
+
+_TEMPLATE_DB = "apdb_template"
+_counter = itertools.count()
+
+
+def _unique_name(prefix: str) -> str:
+    return f"{prefix}_{os.getpid()}_{next(_counter)}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[TemporaryPostgres]:
+    """A PostgreSQL server for the whole test session."""
+    if find_postgres_bin() is None:
+        message = "PostgreSQL server binaries not found (apt-get install -y postgresql)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; Postgres tests may not skip in CI", pytrace=False)
+        pytest.skip(message)
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_server: TemporaryPostgres) -> str:
+    """Name of a template database holding an empty APDB at head."""
+    url = postgres_server.create_database(_TEMPLATE_DB)
+    Apdb.create(url).close()
+    return _TEMPLATE_DB
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Path of an SQLite file holding an empty APDB at head."""
+    path = tmp_path_factory.mktemp("apdb_template") / "template.sqlite3"
+    Apdb.create(f"sqlite:///{path}").close()
+    return str(path)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: TemporaryPostgres) -> Iterator[str]:
+    """URL of a fresh, empty PostgreSQL database (dropped after the test)."""
+    name = _unique_name("empty")
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """URL of a fresh, empty APDB at head, on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "apdb.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    server: TemporaryPostgres = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("postgres_template")
+    name = _unique_name("apdb")
+    url = server.create_database(name, template=template)
+    yield url
+    server.drop_database(name)
+
+
+@pytest.fixture
+def apdb(apdb_url: str) -> Iterator[Apdb]:
+    """An opened APDB on each backend."""
+    db = Apdb.from_url(apdb_url)
+    yield db
+    db.close()
