@@ -1,0 +1,240 @@
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.optimize import minimize
+
+from tasks.data_layout import DataLayout
+from tasks.images import Box2I, MaskPlane
+from tasks.images.wcs_utils import sky_direction_in_pixels
+from tasks.simulate import SimulationConfig, render_sources, simulate_survey
+from tasks.simulate.refraction import sed_subfilter_fractions
+
+CONFIG = SimulationConfig.tiny(seed=7, n_visits=4, n_sso=12, detector_size=(600, 500), n_static=600)
+
+
+@pytest.fixture(scope="module")
+def survey(tmp_path_factory):
+    root = tmp_path_factory.mktemp("survey")
+    truth = simulate_survey(CONFIG, root)
+    return truth, DataLayout(root)
+
+
+def _truth_model(exposure, src):
+    counts = src["instFlux"].to_numpy()
+    return render_sources(exposure.bbox, exposure.psf, src["x"], src["y"], counts)
+
+
+def _fit_position(exposure, data, x, y, half=6):
+    """Least-squares PSF fit of position (flux solved linearly) in a box around (x, y)."""
+    box = Box2I(
+        int(np.floor(x + 0.5)) - half, int(np.floor(y + 0.5)) - half, 2 * half + 1, 2 * half + 1
+    )
+    sl = exposure.bbox.slices(box)
+    d, v = data[sl], exposure.variance[sl].astype(float)
+
+    def chi2(p):
+        m = render_sources(box, exposure.psf, [p[0]], [p[1]], [1.0])
+        norm = (m * m / v).sum()
+        if norm == 0:
+            return np.inf
+        f = (m * d / v).sum() / norm
+        return (((d - f * m) ** 2) / v).sum()
+
+    res = minimize(chi2, [x, y], method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6})
+    return res.x
+
+
+def test_layout_is_complete(survey):
+    truth, layout = survey
+    visits = layout.visits()
+    assert visits == sorted(truth.visits["visit"].tolist()) and len(visits) == 4
+    for visit in visits:
+        assert layout.detectors(visit) == [0]
+        assert layout.has_ss_predictions(visit)
+    table = layout.read_visit_table()
+    assert set(table["band"]) == {"g", "r"}
+    assert table["airmass"].min() >= 1.0 and table["midpointMjdTai"].is_monotonic_increasing
+    exp = layout.read_exposure(visits[0], 0)
+    assert exp.visit_info == layout.read_visit_info(visits[0]) or (
+        exp.visit_info.visit_id == visits[0]
+    )
+    assert exp.psf is not None and exp.photo_calib is not None and exp.band == exp.visit_info.band
+    # the PSF varies smoothly over the detector
+    s = exp.psf.sigma(np.array([0.0, 599.0]), np.array([0.0, 499.0]))
+    assert s[0] != pytest.approx(s[1], rel=1e-3)
+    assert layout.read_skymap().to_dict() == truth.skymap.to_dict()
+    for band in ("g", "r"):
+        patches = layout.dcr_patches(band)
+        assert patches
+        subs = layout.read_dcr_coadds(*patches[0], band)
+        assert len(subs) == CONFIG.n_subfilters
+        assert subs[0].wcs is not None and subs[0].band == band
+    assert layout.read_truth_objects().shape[0] == len(truth.objects)
+
+
+def test_dcr_subfilter_coadds_sum_to_the_broadband_coadd(survey):
+    truth, layout = survey
+    tract, patch = layout.dcr_patches("g")[0]
+    subs = layout.read_dcr_coadds(tract, patch, "g")
+    deep = layout.read_deep_coadd(tract, patch, "g")
+    total = sum(s.image.astype(np.float64) for s in subs)
+    scale = np.abs(deep.image).max()
+    np.testing.assert_allclose(total, deep.image, atol=1e-6 * scale)
+    np.testing.assert_allclose(sum(s.variance for s in subs), deep.variance, rtol=1e-6)
+    # a star's light is split among the sub-filters as its SED says
+    objects = truth.objects
+    bright = objects[
+        (objects["kind"] == "static") & (objects["mag_r"] < 20.5) & objects["isIsolated"]
+    ]
+    assert len(bright) >= 3
+    x, y = deep.sky_to_pixel(bright["ra"].to_numpy(), bright["dec"].to_numpy())
+    inside = deep.bbox.grown(-20).contains(x, y)
+    expected = sed_subfilter_fractions("g", 3, bright["sedSlope"].to_numpy()[inside])
+    measured = []
+    for s in subs:
+        f = []
+        for xx, yy in zip(x[inside], y[inside], strict=True):
+            p = s.psf.compute_image(xx, yy)
+            d = s.image[s.bbox.slices(s.psf.stamp_box(xx, yy))]
+            f.append((p * d).sum() / (p * p).sum())
+        measured.append(f)
+    measured = np.array(measured).T
+    np.testing.assert_allclose(measured / measured.sum(axis=1, keepdims=True), expected, atol=0.01)
+
+
+def test_injected_fluxes_and_variance_in_survey_exposures(survey):
+    truth, layout = survey
+    visit = layout.visits()[1]
+    exp = layout.read_exposure(visit, 0)
+    src = layout.read_truth_sources(visit, 0)
+    objects = truth.objects.set_index("objectId")
+    iso = src[
+        objects.loc[src["objectId"], "isIsolated"].to_numpy()
+        & ~src["saturated"].to_numpy()
+        & exp.bbox.grown(-20).contains(src["x"].to_numpy(), src["y"].to_numpy())
+    ]
+    assert len(iso) >= 10
+    pulls = []
+    for row in iso.itertuples():
+        p = exp.psf.compute_image(row.x, row.y)
+        sl = exp.bbox.slices(exp.psf.stamp_box(row.x, row.y))
+        good = (exp.mask[sl] & (MaskPlane.BAD | MaskPlane.CR | MaskPlane.SAT)) == 0
+        d, v = exp.image[sl].astype(float), exp.variance[sl].astype(float)
+        s2 = (p * p * good).sum()
+        flux = (p * d * good).sum() / s2
+        err = np.sqrt((p * p * v * good).sum()) / s2
+        pulls.append((flux - row.instFlux) / err)
+    pulls = np.array(pulls)
+    assert abs(np.median(pulls)) < 1.0
+    assert np.mean(np.abs(pulls) < 3.5) > 0.85
+    # the image minus the truth model is noise described by the variance plane
+    resid = (exp.image - _truth_model(exp, src)) / np.sqrt(exp.variance)
+    inner = exp.bbox.grown(-20)
+    clean = (exp.mask == 0)[exp.bbox.slices(inner)]
+    resid = resid[exp.bbox.slices(inner)][clean]
+    assert np.std(resid) == pytest.approx(1.0, abs=0.02)
+    assert abs(np.mean(resid)) < 0.02
+
+
+def test_dcr_moves_stars_along_the_zenith_direction(survey):
+    truth, layout = survey
+    table = layout.read_visit_table()
+    visit = int(table.sort_values("airmass")["visit"].iloc[-1])  # highest airmass
+    exp = layout.read_exposure(visit, 0)
+    src = layout.read_truth_sources(visit, 0)
+    objects = truth.objects.set_index("objectId")
+    sel = (
+        objects.loc[src["objectId"], "isIsolated"].to_numpy()
+        & ~src["saturated"].to_numpy()
+        & (src["instFlux"].to_numpy() > 1e4)
+        & exp.bbox.grown(-10).contains(src["x"].to_numpy(), src["y"].to_numpy())
+    )
+    others = _truth_model(exp, src[~sel])
+    data = exp.image.astype(float) - others
+    src = src[sel]
+    assert len(src) >= 5
+    x0, y0 = exp.sky_to_pixel(src["ra"].to_numpy(), src["dec"].to_numpy())
+    ux, uy = sky_direction_in_pixels(exp.wcs, 300, 250, exp.visit_info.parallactic_angle)
+    measured = []
+    for xx, yy in zip(x0, y0, strict=True):
+        fx, fy = _fit_position(exp, data, xx, yy)
+        measured.append((fx - xx) * ux + (fy - yy) * uy)
+    measured = np.array(measured)
+    expected = src["dcrShiftX"].to_numpy() * ux + src["dcrShiftY"].to_numpy() * uy
+    # truth: the shift is along the zenith direction
+    np.testing.assert_allclose(
+        src["dcrShiftX"].to_numpy() * uy - src["dcrShiftY"].to_numpy() * ux, 0, atol=1e-6
+    )
+    assert np.ptp(expected) > 0.1  # the SEDs differ enough for DCR to show
+    assert np.corrcoef(measured, expected)[0, 1] > 0.9
+    assert np.median(np.abs(measured - expected)) < 0.03
+
+
+def test_moving_objects_move_at_their_stated_rates(survey):
+    truth, layout = survey
+    sso = truth.objects[truth.objects["kind"] == "sso"].set_index("ssObjectId")
+    seen = 0
+    for visit in layout.visits():
+        pred = layout.read_ss_predictions(visit)
+        true = truth.sources[(truth.sources["visit"] == visit) & (truth.sources["kind"] == "sso")]
+        merged = true.merge(pred, on="ssObjectId", suffixes=("", "_pred"))
+        if merged.empty:
+            continue
+        seen += len(merged)
+        dra = (merged["ra_pred"] - merged["ra"]) * np.cos(np.radians(merged["dec"])) * 3600
+        ddec = (merged["dec_pred"] - merged["dec"]) * 3600
+        # prediction errors are small (0.15" per axis)
+        assert np.all(np.hypot(dra, ddec) < 1.0)
+        # the true position follows the stated rate from the reference epoch
+        o = sso.loc[merged["ssObjectId"]]
+        dt = merged["midpointMjdTai"].to_numpy() - o["tRef"].to_numpy()
+        cosd = np.cos(np.radians(o["dec"].to_numpy()))
+        exp_ra = o["ra"].to_numpy() + o["raRate"].to_numpy() * dt / cosd
+        exp_dec = o["dec"].to_numpy() + o["decRate"].to_numpy() * dt
+        sep = np.hypot((merged["ra"].to_numpy() - exp_ra) * cosd, merged["dec"] - exp_dec) * 3600
+        # linear rates at the reference epoch hold to well under an arcsec over hours
+        assert np.all(sep < 0.5 + 0.05 * np.abs(dt) * 24)
+    assert seen >= 3
+    # an SSO seen in two visits moved by rate * dt
+    s = truth.sources[truth.sources["kind"] == "sso"]
+    multi = s.groupby("ssObjectId").filter(lambda g: len(g) >= 2)
+    for ss_id, g in multi.groupby("ssObjectId"):
+        g = g.sort_values("midpointMjdTai")
+        dt = g["midpointMjdTai"].iloc[-1] - g["midpointMjdTai"].iloc[0]
+        cosd = np.cos(np.radians(g["dec"].iloc[0]))
+        moved = np.hypot(
+            (g["ra"].iloc[-1] - g["ra"].iloc[0]) * cosd, g["dec"].iloc[-1] - g["dec"].iloc[0]
+        )
+        assert moved == pytest.approx(sso.loc[ss_id, "rate"] * dt, rel=0.01)
+
+
+def test_light_curves_and_isolated_stars(survey):
+    truth, layout = survey
+    src = truth.sources
+    var = src[src["kind"] == "variable"].merge(truth.objects, on="objectId", suffixes=("", "_o"))
+    assert len(var) > 0
+    phase = 2 * np.pi * (var["midpointMjdTai"] - var["tRef"]) / var["period"] + var["phase"]
+    mean = np.where(var["band"] == "g", var["flux_g"], var["flux_r"])
+    np.testing.assert_allclose(var["flux"], mean * (1 + var["amplitude"] * np.sin(phase)))
+    tra = src[src["kind"] == "transient"].merge(truth.objects, on="objectId", suffixes=("", "_o"))
+    before = tra["midpointMjdTai"] < tra["tStart"]
+    assert np.all(tra.loc[before, "flux"] == 0) and np.all(tra.loc[~before, "flux"] > 0)
+    cat = layout.read_isolated_star_cat(0)
+    srcs = layout.read_isolated_star_sources(0)
+    assert len(cat) == len(truth.isolated_star_ids) > 5
+    for row in cat.head(10).itertuples():
+        rows = srcs.iloc[row.source_cat_index : row.source_cat_index + row.nsource]
+        assert np.all(rows["isolated_star_id"] == row.isolated_star_id)
+    assert (cat["nsource_g"] + cat["nsource_r"] == cat["nsource"]).all()
+
+
+def test_same_seed_same_survey_and_in_memory_mode():
+    cfg = SimulationConfig.tiny(seed=3, n_visits=1, detector_size=(200, 200), n_static=40)
+    a = simulate_survey(cfg)
+    b = simulate_survey(cfg)
+    (key,) = a.exposures
+    np.testing.assert_array_equal(a.exposures[key].image, b.exposures[key].image)
+    np.testing.assert_array_equal(a.exposures[key].mask, b.exposures[key].mask)
+    pd.testing.assert_frame_equal(a.sources, b.sources)
+    c = simulate_survey(cfg.model_copy(update={"seed": 4}))
+    assert not np.array_equal(a.exposures[key].image, c.exposures[key].image)
