@@ -36,6 +36,8 @@ _ARCSEC_PER_DEG = 3600.0
 # Added to every edge weight: the sparse solver needs non-zero weights, and a
 # constant on every edge of a full matching does not change which one is best.
 _WEIGHT_OFFSET = 1.0
+# Neighbours asked of the k-d tree per source before falling back to a ball query.
+_K_NEAREST = 4
 
 
 class AssociationError(TaskError):
@@ -175,12 +177,25 @@ class AssociationTask(Task):
         chord = chord_for_arcsec(self.config.maxDistArcSeconds)
         # an unbalanced, non-compact tree builds twice as fast and queries as fast here
         tree = cKDTree(obj_vec, balanced_tree=False, compact_nodes=False)
-        found = tree.query_ball_point(src_vec, chord, return_sorted=False)
-        counts = np.fromiter(map(len, found), dtype=np.intp, count=len(found))
-        if counts.sum() == 0:
+        # A k-nearest query returns arrays (no per-source Python lists); the
+        # few sources whose k neighbours are all inside the radius may have
+        # more candidates and are completed with a ball query.
+        k = min(_K_NEAREST, len(obj_vec))
+        chords, idx = tree.query(src_vec, k=k, distance_upper_bound=chord)
+        chords, idx = chords.reshape(len(src_vec), k), idx.reshape(len(src_vec), k)
+        hit = np.isfinite(chords)
+        full = hit[:, -1].copy() if k == _K_NEAREST else np.zeros(len(src_vec), dtype=bool)
+        hit[full] = False
+        src = np.nonzero(hit)[0]
+        obj = idx[hit].astype(np.intp)
+        if full.any():
+            crowded = np.flatnonzero(full)
+            found = tree.query_ball_point(src_vec[crowded], chord, return_sorted=False)
+            counts = np.fromiter(map(len, found), dtype=np.intp, count=len(found))
+            src = np.concatenate((src, np.repeat(crowded, counts)))
+            obj = np.concatenate((obj, np.concatenate(found).astype(np.intp)))
+        if len(src) == 0:
             return CandidatePairs(src=empty, obj=empty, dist=np.empty(0))
-        src = np.repeat(np.arange(len(dia_sources)), counts)
-        obj = np.concatenate([f for f in found if f]).astype(np.intp)
         dist = chord_to_arcsec(np.linalg.norm(src_vec[src] - obj_vec[obj], axis=1))
         return CandidatePairs(src=src, obj=obj, dist=dist)
 

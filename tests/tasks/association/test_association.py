@@ -181,3 +181,44 @@ def test_crowded_field_completeness_and_purity(with_errors):
     assert purity >= 0.995, purity
     # one-to-one
     assert not result.matchedDiaSources.diaObjectId.duplicated().any()
+
+
+def test_crowded_cluster_uses_every_candidate():
+    # 7 objects within 0.9" of each other (more than the k-d tree's first k
+    # neighbours) each with its own source 0.05" away: all must match exactly.
+    angles = np.linspace(0, 2 * np.pi, 7, endpoint=False)
+    dec0 = -60.0
+    cosd = np.cos(np.radians(dec0))
+    r = 0.4 * ARCSEC
+    obj = _objects(200.0 + r * np.cos(angles) / cosd, dec0 + r * np.sin(angles))
+    src = _sources(
+        200.0 + (r + 0.05 * ARCSEC) * np.cos(angles) / cosd,
+        dec0 + (r + 0.05 * ARCSEC) * np.sin(angles),
+    )
+    result = AssociationTask().run(src, obj)
+    matched = result.matchedDiaSources
+    assert len(matched) == 7
+    assert (matched.diaObjectId.to_numpy() == obj.diaObjectId.to_numpy()).all()
+    pairs = AssociationTask().find_candidates(obj, src)
+    assert len(pairs.src) == 49  # every source sees every object of the cluster
+
+
+def test_candidates_equal_brute_force_search():
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord, search_around_sky
+
+    rng = np.random.default_rng(9)
+    # very dense: ~3 objects per square arcsec, so many sources have > 4 candidates
+    obj = _objects(10 + rng.uniform(0, 20, 1200) * ARCSEC, 5 + rng.uniform(0, 20, 1200) * ARCSEC)
+    src = _sources(10 + rng.uniform(0, 20, 300) * ARCSEC, 5 + rng.uniform(0, 20, 300) * ARCSEC)
+    pairs = AssociationTask().find_candidates(obj, src)
+    s_c = SkyCoord(src.ra.to_numpy() * u.deg, src.dec.to_numpy() * u.deg)
+    o_c = SkyCoord(obj.ra.to_numpy() * u.deg, obj.dec.to_numpy() * u.deg)
+    i_s, i_o, sep, _ = search_around_sky(s_c, o_c, 1.0 * u.arcsec)
+    assert set(zip(pairs.src.tolist(), pairs.obj.tolist(), strict=True)) == set(
+        zip(i_s.tolist(), i_o.tolist(), strict=True)
+    )
+    assert np.bincount(pairs.src).max() > 4
+    order = np.lexsort((pairs.obj, pairs.src))
+    ref = np.lexsort((i_o, i_s))
+    np.testing.assert_allclose(pairs.dist[order], sep.arcsec[ref], atol=1e-6)
