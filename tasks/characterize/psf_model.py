@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
-from tasks.characterize.resample import fft_shift_stamps
+from tasks.characterize.resample import fourier_shift_ramp
 from tasks.forcedphot.psf_flux import central_pixel
 from tasks.images.persistence import register_persistable
 from tasks.images.psf import Psf
@@ -101,6 +101,7 @@ class PixelGridPsf(Psf):
                 f"got {coefficients.shape[0]}"
             )
         self.coefficients = coefficients
+        self._spectra = np.fft.rfft2(coefficients).reshape(len(coefficients), -1)
         self.bbox = tuple(float(b) for b in bbox)
         self.order = int(order)
 
@@ -127,10 +128,13 @@ class PixelGridPsf(Psf):
         """
         x = np.atleast_1d(np.asarray(x, dtype=np.float64))
         y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-        kernels = self.compute_kernel_images(x, y)
-        dx = x - central_pixel(x)
-        dy = y - central_pixel(y)
-        images = fft_shift_stamps(kernels, dx, dy)
+        k = self.kernel_size
+        basis = chebyshev_basis(x, y, self.bbox, self.order)
+        # Fourier transforms of the coefficient images are computed once; each image
+        # is then one inverse FFT of (basis · transforms) times a phase ramp.
+        spectra = (basis @ self._spectra).reshape(x.size, k, k // 2 + 1)
+        spectra *= fourier_shift_ramp(k, x - central_pixel(x), y - central_pixel(y))
+        images = np.fft.irfft2(spectra, s=(k, k))
         return images / images.sum(axis=(1, 2))[:, None, None]
 
     def compute_image(self, x: float, y: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fft_shift_stamps"]
+__all__ = ["fft_shift_stamps", "fourier_shift_ramp"]
 
 
 def fft_shift_stamps(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -33,12 +33,19 @@ def fft_shift_stamps(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.n
     shifted : `numpy.ndarray`, same shape as ``stamps``
     """
     stamps = np.asarray(stamps, dtype=np.float64)
-    m = stamps.shape[-1]
-    freq = np.fft.fftfreq(m)
-    rfreq = np.fft.rfftfreq(m)
+    ramp = fourier_shift_ramp(stamps.shape[-1], dx, dy)
+    return np.fft.irfft2(np.fft.rfft2(stamps) * ramp, s=stamps.shape[-2:])
+
+
+def fourier_shift_ramp(m: int, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """Phase ramps moving ``m x m`` images by ``(dx, dy)``, for their ``rfft2`` spectra.
+
+    Returns
+    -------
+    ramp : `numpy.ndarray` of complex, shape ``(n, m, m // 2 + 1)``
+    """
     dx = np.atleast_1d(np.asarray(dx, dtype=np.float64))
     dy = np.atleast_1d(np.asarray(dy, dtype=np.float64))
-    ramp = np.exp(-2j * np.pi * freq[None, :, None] * dy[:, None, None]) * np.exp(
-        -2j * np.pi * rfreq[None, None, :] * dx[:, None, None]
-    )
-    return np.fft.irfft2(np.fft.rfft2(stamps) * ramp, s=stamps.shape[-2:])
+    ry = np.exp(-2j * np.pi * np.fft.fftfreq(m)[None, :] * dy[:, None])
+    rx = np.exp(-2j * np.pi * np.fft.rfftfreq(m)[None, :] * dx[:, None])
+    return ry[:, :, None] * rx[:, None, :]
