@@ -155,7 +155,7 @@ def _convert_strings(
     present = vals[~nulls]
     if not all(isinstance(v, str) for v in present):
         raise ColumnTypeError(table, col.name, "str", str(series.dtype))
-    if col.length is not None:
+    if col.length is not None and col.name != "band":  # bands: UnknownBandError later
         too_long = [v for v in present if len(v) > col.length]
         if too_long:
             raise ColumnTypeError(
@@ -235,7 +235,7 @@ def prepare(
                     vals = vals.copy()
                     vals[nulls] = fill
                     nulls = np.zeros(n, bool)
-                else:
+                elif col.name not in ("ra", "dec"):  # NaN coordinates: see below
                     raise NullValueError(table, col.name, int(nulls.sum()))
             else:
                 batch.nulls[col.name] = nulls

@@ -1,0 +1,238 @@
+"""Bad input raises an ApdbError subclass and leaves the database exactly as it was."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.time import Time
+
+from apdb.errors import (
+    AlreadyStoredError,
+    ApdbInputError,
+    ColumnTypeError,
+    DuplicateIdError,
+    InvalidCoordinatesError,
+    MissingColumnsError,
+    NullValueError,
+    SuspiciousStringError,
+    UnknownBandError,
+)
+from apdb.sky import Cone
+from apdb.testing.catalogs import (
+    make_dia_forced_sources,
+    make_dia_objects,
+    make_dia_sources,
+    random_positions,
+)
+
+RA, DEC = 30.0, -20.0
+T0 = Time(60000.0, format="mjd", scale="tai")
+T1 = Time(60001.0, format="mjd", scale="tai")
+
+
+@pytest.fixture
+def seeded(apdb):
+    """An APDB holding one visit, and fresh frames of a second visit."""
+    rng = np.random.default_rng(11)
+    ids = np.arange(1, 21, dtype=np.int64)
+    ra, dec = random_positions(20, RA, DEC, 0.05, rng)
+    apdb.store(
+        T0,
+        make_dia_objects(ids, ra, dec, rng),
+        make_dia_sources(ids + 100, ids, ra, dec, 1, 1, T0.mjd, rng),
+        make_dia_forced_sources(ids + 100, ids, ra, dec, 1, 1, T0.mjd, rng),
+    )
+    frames = {
+        "dia_objects": make_dia_objects(ids, ra, dec, rng, n_sources=2),
+        "dia_sources": make_dia_sources(ids + 200, ids, ra, dec, 2, 1, T1.mjd, rng),
+        "dia_forced_sources": make_dia_forced_sources(ids + 200, ids, ra, dec, 2, 1, T1.mjd, rng),
+    }
+    return apdb, frames
+
+
+def _snapshot(apdb):
+    """Everything a failed store could have touched."""
+    objects = apdb.get_dia_objects(Cone(RA, DEC, 1.0)).sort_values("diaObjectId")
+    sources = apdb.get_dia_sources(Time(60010.0, format="mjd", scale="tai"))
+    return apdb.row_counts(), objects.reset_index(drop=True), len(sources)
+
+
+def _assert_unchanged(apdb, before):
+    counts, objects, n_sources = _snapshot(apdb)
+    assert counts == before[0]
+    pd.testing.assert_frame_equal(objects, before[1])
+    assert n_sources == before[2]
+    assert not apdb.contains_visit_detector(2, 1)
+
+
+def _bad(frames, name, **changes):
+    df = frames[name].copy()
+    for column, value in changes.items():
+        if value is _DROP:
+            df = df.drop(columns=[column])
+        else:
+            df[column] = value
+    return {**frames, name: df}
+
+
+_DROP = object()
+
+
+def _col(values, n=20, at=3, bad=None):
+    out = list(values) if values is not None else [None] * n
+    out[at] = bad
+    return out
+
+
+CASES = [
+    (
+        "missing required column",
+        MissingColumnsError,
+        "ra",
+        lambda f: _bad(f, "dia_sources", ra=_DROP),
+    ),
+    (
+        "missing object id",
+        MissingColumnsError,
+        "diaObjectId",
+        lambda f: _bad(f, "dia_objects", diaObjectId=_DROP),
+    ),
+    (
+        "NaN ra",
+        InvalidCoordinatesError,
+        "NaN",
+        lambda f: _bad(
+            f, "dia_sources", ra=np.where(np.arange(20) == 3, np.nan, f["dia_sources"].ra)
+        ),
+    ),
+    (
+        "dec out of range",
+        InvalidCoordinatesError,
+        "outside",
+        lambda f: _bad(
+            f, "dia_objects", dec=np.where(np.arange(20) == 4, 91.0, f["dia_objects"].dec)
+        ),
+    ),
+    (
+        "negative ra",
+        InvalidCoordinatesError,
+        "outside",
+        lambda f: _bad(f, "dia_forced_sources", ra=np.full(20, -1.0)),
+    ),
+    (
+        "duplicate source ids",
+        DuplicateIdError,
+        "203",
+        lambda f: _bad(f, "dia_sources", diaSourceId=np.r_[f["dia_sources"].diaSourceId[:19], 203]),
+    ),
+    (
+        "duplicate object ids",
+        DuplicateIdError,
+        "diaObjectId",
+        lambda f: _bad(f, "dia_objects", diaObjectId=np.ones(20, dtype=np.int64)),
+    ),
+    (
+        "wrong dtype: text in a float column",
+        ColumnTypeError,
+        "psfFlux",
+        lambda f: _bad(f, "dia_sources", psfFlux=["bright"] * 20),
+    ),
+    (
+        "wrong dtype: fractional ids",
+        ColumnTypeError,
+        "diaSourceId",
+        lambda f: _bad(f, "dia_sources", diaSourceId=np.arange(20) + 0.5),
+    ),
+    (
+        "wrong dtype: detector overflows smallint",
+        ColumnTypeError,
+        "detector",
+        lambda f: _bad(f, "dia_sources", detector=np.full(20, 70000)),
+    ),
+    (
+        "wrong dtype: bool in an integer column",
+        ColumnTypeError,
+        "bboxSize",
+        lambda f: _bad(f, "dia_sources", bboxSize=np.ones(20, dtype=bool)),
+    ),
+    (
+        "NULL in a NOT NULL column",
+        NullValueError,
+        "midpointMjdTai",
+        lambda f: _bad(
+            f, "dia_sources", midpointMjdTai=np.where(np.arange(20) == 2, np.nan, T1.mjd)
+        ),
+    ),
+    (
+        "unknown band",
+        UnknownBandError,
+        "'q'",
+        lambda f: _bad(f, "dia_sources", band=["r"] * 19 + ["q"]),
+    ),
+    (
+        "SQL in the band",
+        UnknownBandError,
+        "DROP TABLE",
+        lambda f: _bad(f, "dia_sources", band=['r\'; DROP TABLE "DiaSource"; --'] * 20),
+    ),
+    (
+        "SQL in a free-text column",
+        SuspiciousStringError,
+        "reliabilityVersion",
+        lambda f: _bad(
+            f, "dia_sources", reliabilityVersion=_col(None, bad="x';--")
+        ),
+    ),
+    (
+        "string too long",
+        ColumnTypeError,
+        "reliabilityVersion",
+        lambda f: _bad(f, "dia_sources", reliabilityVersion=_col(None, bad="much-too-long")),
+    ),
+]
+
+
+@pytest.mark.parametrize(("label", "error", "message", "make"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_nothing_written(seeded, label, error, message, make):
+    apdb, frames = seeded
+    before = _snapshot(apdb)
+    with pytest.raises(error, match=message) as info:
+        apdb.store(T1, **make(frames))
+    assert isinstance(info.value, ApdbInputError)
+    _assert_unchanged(apdb, before)
+    # The good frames still go in afterwards.
+    apdb.store(T1, **frames)
+    assert apdb.contains_visit_detector(2, 1)
+
+
+def test_ids_already_stored_are_named(seeded):
+    apdb, frames = seeded
+    before = _snapshot(apdb)
+    # Forced sources reuse ids of visit 1 under a new visit number.
+    bad = _bad(frames, "dia_sources", diaSourceId=np.arange(101, 121))
+    with pytest.raises(AlreadyStoredError, match="101") as info:
+        apdb.store(T1, **bad)
+    assert info.value.ids[:3] == [101, 102, 103]
+    _assert_unchanged(apdb, before)
+
+
+def test_restored_visit_is_refused(seeded):
+    apdb, frames = seeded
+    apdb.store(T1, **frames)
+    before = _snapshot(apdb)
+    with pytest.raises(AlreadyStoredError, match=r"visit/detector \(2, 1\)"):
+        apdb.store(T1, **frames)
+    counts, objects, n_sources = _snapshot(apdb)
+    assert counts == before[0]
+    assert n_sources == before[2]
+
+
+def test_not_a_dataframe_and_bad_time(seeded):
+    apdb, frames = seeded
+    with pytest.raises(ColumnTypeError):
+        apdb.store(T1, frames["dia_objects"].to_dict())
+    with pytest.raises(ColumnTypeError, match="visit_time"):
+        apdb.store(60001.0, **frames)
+    with pytest.raises(ColumnTypeError, match="object_ids"):
+        apdb.get_dia_sources(T1, object_ids=["1; DROP TABLE x"])
