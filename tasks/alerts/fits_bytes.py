@@ -126,6 +126,8 @@ def _header(cards: Iterable[str]) -> bytes:
 
 
 def _data(array: np.ndarray, dtype: str) -> bytes:
+    if array.dtype == np.bool_ and dtype == "u1":
+        array = array.view(np.uint8)
     raw = np.ascontiguousarray(array, dtype=dtype).tobytes()
     return raw + b"\0" * (-len(raw) % BLOCK)
 

@@ -1,10 +1,10 @@
-"""Turn one visit's catalogues into per-alert records, grouped by object.
+"""Turn one visit's catalogues into encoded alert parts, grouped by object.
 
-Histories are converted to records once (column-wise) and grouped by
-``diaObjectId`` with one sort, so the per-alert work is a dictionary
-lookup.  Rows of the current visit are removed from the histories (the
-alert's ``prv*`` fields hold previous measurements only), and histories
-are ordered by time.
+Every table is Avro-encoded once, column-wise (`tasks.alerts.encoder`).
+Histories are sorted by ``diaObjectId`` then time, so each object's
+history is one contiguous byte range and the per-alert work is a lookup
+and a slice.  Rows of the current visit are removed from the histories (the
+alert's ``prv*`` fields hold previous measurements only).
 """
 
 from __future__ import annotations
@@ -19,24 +19,45 @@ import pandas as pd
 from astropy import units as u
 from astropy.coordinates import SkyCoord
 
-from tasks.alerts.records import _with_index_columns, frame_to_records, unused_columns
+from tasks.alerts.encoder import EncodedRows, encode_frame
+from tasks.alerts.records import _with_index_columns, unused_columns
 from tasks.alerts.schema import AlertSchema
 
-__all__ = ["AlertInputs", "group_records", "prepare_inputs"]
+__all__ = ["AlertInputs", "group_spans", "prepare_inputs"]
 
 
 @dataclass
 class AlertInputs:
-    """Records of one visit/detector, ready to assemble alerts."""
+    """Encoded records of one visit/detector, ready to assemble alerts.
 
-    sources: list[dict[str, Any]]
+    Attributes
+    ----------
+    sources : `EncodedRows`
+        The visit's DiaSources, in input order.
+    source_ids, object_ids : `numpy.ndarray`
+        Their ``diaSourceId`` and ``diaObjectId`` (0 when none).
+    ra, dec, bbox_size : `numpy.ndarray`
+        Positions and footprint sizes (for the cutouts).
+    objects : `dict` [`int`, `bytes`]
+        Encoded DiaObject by id.
+    src_history, forced_history : `dict` [`int`, `tuple` [`int`, `bytes`]]
+        Per object: number of history rows and their encodings back to back.
+    ss_sources : `dict` [`int`, `bytes`]
+        Encoded SSSource by ``diaSourceId``.
+    unused : `dict` [`str`, `list` [`str`]]
+        Input columns no alert field carries, per record type.
+    """
+
+    sources: EncodedRows
+    source_ids: np.ndarray
+    object_ids: np.ndarray
     ra: np.ndarray
     dec: np.ndarray
     bbox_size: np.ndarray
-    objects: dict[int, dict[str, Any]] = field(default_factory=dict)
-    src_history: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    forced_history: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-    ss_sources: dict[int, dict[str, Any]] = field(default_factory=dict)
+    objects: dict[int, bytes] = field(default_factory=dict)
+    src_history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    forced_history: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    ss_sources: dict[int, bytes] = field(default_factory=dict)
     unused: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -54,18 +75,14 @@ def _ids(series: pd.Series) -> np.ndarray:
     )
 
 
-def group_records(
-    records: list[dict[str, Any]], keys: np.ndarray
-) -> dict[int, list[dict[str, Any]]]:
-    """Group records by integer key, keeping their order within each group."""
-    if len(records) == 0:
+def group_spans(rows: EncodedRows, keys: np.ndarray) -> dict[int, tuple[int, bytes]]:
+    """Per key: ``(count, encodings)`` of the consecutive rows sharing it (keys sorted)."""
+    if len(keys) == 0:
         return {}
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-    ends = np.r_[starts[1:], len(order)]
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)]
     return {
-        int(sorted_keys[s]): [records[i] for i in order[s:e]]
+        int(keys[s]): (int(e - s), rows.span(s, e))
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True)
     }
 
@@ -86,9 +103,9 @@ def _history(
     if exclude_ids is not None and id_column in frame.columns:
         keep &= ~np.isin(_ids(frame[id_column]), exclude_ids)
     frame = frame[keep]
-    if "midpointMjdTai" in frame.columns:
-        frame = frame.sort_values("midpointMjdTai", kind="stable")
-    return frame
+    order = ["diaObjectId"] + (["midpointMjdTai"] if "midpointMjdTai" in frame.columns else [])
+    frame = frame.assign(diaObjectId=_ids(frame["diaObjectId"]))
+    return frame.sort_values(order, kind="stable")
 
 
 def _ss_frame(ss: pd.DataFrame, sources: pd.DataFrame) -> pd.DataFrame:
@@ -143,20 +160,23 @@ def prepare_inputs(
     """
     recs = schema.records
     src = _with_index_columns(diaSourceCat)
-    sources = frame_to_records(src, recs["diaSource"], defaults("diaSource"))
-    unused = {"diaSource": unused_columns(src, recs["diaSource"])}
     n = len(src)
+    encoded = encode_frame(src, recs["diaSource"], defaults("diaSource"))
+    unused = {"diaSource": unused_columns(src, recs["diaSource"])}
     ra = src["ra"].to_numpy(dtype=np.float64) if n else np.empty(0)
     dec = src["dec"].to_numpy(dtype=np.float64) if n else np.empty(0)
     if "bboxSize" in src.columns:
         bbox = src["bboxSize"].to_numpy(dtype=np.float64, na_value=np.nan)
     else:
         bbox = np.full(n, np.nan)
-    inputs = AlertInputs(sources, ra, dec, bbox, unused=unused)
+    source_ids = _ids(src["diaSourceId"]) if n else np.empty(0, np.int64)
+    if "diaObjectId" in src.columns and n:
+        object_ids = _ids(src["diaObjectId"])
+    else:
+        object_ids = np.zeros(n, np.int64)
+    inputs = AlertInputs(encoded, source_ids, object_ids, ra, dec, bbox, unused=unused)
     if n == 0:
         return inputs
-    source_ids = _ids(src["diaSourceId"])
-    object_ids = _ids(src["diaObjectId"]) if "diaObjectId" in src.columns else np.zeros(n, np.int64)
     wanted = np.unique(object_ids[object_ids != 0])
     if diaObjectCat is not None and len(diaObjectCat):
         objs = _with_index_columns(diaObjectCat)
@@ -166,8 +186,9 @@ def prepare_inputs(
         objs = objs.drop_duplicates("diaObjectId", keep="last")
         obj_defaults = defaults("diaObject")
         obj_defaults.setdefault("validityStartMjdTai", float(src["midpointMjdTai"].max()))
-        records = frame_to_records(objs, recs["diaObject"], obj_defaults)
-        inputs.objects = dict(zip(_ids(objs["diaObjectId"]).tolist(), records, strict=True))
+        rows = encode_frame(objs, recs["diaObject"], obj_defaults)
+        ids = _ids(objs["diaObjectId"]).tolist()
+        inputs.objects = {oid: rows.row(i) for i, oid in enumerate(ids)}
         inputs.unused["diaObject"] = unused_columns(objs, recs["diaObject"])
     missing = np.setdiff1d(wanted, np.fromiter(inputs.objects, np.int64, len(inputs.objects)))
     if len(missing):
@@ -179,19 +200,20 @@ def prepare_inputs(
         )
     hist = _history(diaSrcHistory, wanted, visit, source_ids, "diaSourceId")
     if hist is not None and len(hist):
-        records = frame_to_records(hist, recs["diaSource"], defaults("diaSource"))
-        inputs.src_history = group_records(records, _ids(hist["diaObjectId"]))
+        rows = encode_frame(hist, recs["diaSource"], defaults("diaSource"))
+        inputs.src_history = group_spans(rows, hist["diaObjectId"].to_numpy(np.int64))
     forced = _history(diaForcedSources, wanted, visit, None, "diaForcedSourceId")
     if forced is not None and len(forced):
-        records = frame_to_records(forced, recs["diaForcedSource"], defaults("diaForcedSource"))
-        inputs.forced_history = group_records(records, _ids(forced["diaObjectId"]))
+        rows = encode_frame(forced, recs["diaForcedSource"], defaults("diaForcedSource"))
+        inputs.forced_history = group_spans(rows, forced["diaObjectId"].to_numpy(np.int64))
         inputs.unused["diaForcedSource"] = unused_columns(forced, recs["diaForcedSource"])
     if ssSrc is not None and len(ssSrc):
         ss = _with_index_columns(ssSrc)
         ss = ss[np.isin(_ids(ss["diaSourceId"]), source_ids)]
         if len(ss):
             ss = _ss_frame(ss, src)
-            records = frame_to_records(ss, recs["ssSource"], defaults("ssSource"))
-            inputs.ss_sources = dict(zip(_ids(ss["diaSourceId"]).tolist(), records, strict=True))
+            rows = encode_frame(ss, recs["ssSource"], defaults("ssSource"))
+            ids = _ids(ss["diaSourceId"]).tolist()
+            inputs.ss_sources = {sid: rows.row(i) for i, sid in enumerate(ids)}
             inputs.unused["ssSource"] = unused_columns(ss, recs["ssSource"])
     return inputs

@@ -35,6 +35,7 @@ from tasks.alerts.cutouts import (
     cutout_sizes,
     local_transform_matrices,
 )
+from tasks.alerts.encoder import encode_array, encode_bytes, encode_record, zigzag
 from tasks.alerts.fits_bytes import LinearWcs, ccd_fits_bytes
 from tasks.alerts.history import prepare_inputs
 from tasks.alerts.io import AlertFileWriter, AlertValidationError, alert_file_name, validate_alert
@@ -43,6 +44,12 @@ from tasks.alerts.schema import AlertSchema, load_alert_schema
 from tasks.base import Struct, Task, TaskConfig, TaskError
 
 __all__ = ["PackageAlertsConfig", "PackageAlertsTask"]
+
+_CUTOUT_FIELDS = (
+    ("difference", "cutoutDifference"),
+    ("science", "cutoutScience"),
+    ("template", "cutoutTemplate"),
+)
 
 
 class PackageAlertsConfig(TaskConfig):
@@ -68,6 +75,13 @@ class PackageAlertsConfig(TaskConfig):
     maxCutoutSize: int = Field(102, ge=1, description="Largest cutout side (pixels).")
     cutoutBadMaskPlanes: tuple[str, ...] = Field(
         BAD_PLANES, description="Mask planes flagged as invalid in the cutouts' CCDData mask."
+    )
+    doValidateEveryAlert: bool = Field(
+        False,
+        description=(
+            "Also decode every encoded alert with fastavro and check it re-encodes identically "
+            "(always done for the first alert of each visit)."
+        ),
     )
     avroCodec: Literal["null", "deflate"] = Field("null", description="Avro file block codec.")
     kafkaBatchSize: int = Field(1000, ge=1, description="Messages queued between delivery polls.")
@@ -318,23 +332,20 @@ class PackageAlertsTask(Task):
             path = Path(self.config.alertWriteLocation) / alert_file_name(visit, detector)
             writer = AlertFileWriter(path, self.alertSchema, codec=self.config.avroCodec)
         bodies: list[bytes] = []
-        keys: list[int] = []
-        n_invalid = 0
+        chunk = 1024  # bounds the memory of the gathered cutouts
         with self.timer("package"):
             try:
-                for k in range(n):
-                    alert = self._alert(k, inputs, makers)
-                    try:
-                        body = self.alertSchema.serialize(alert)
-                    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-                        n_invalid += 1
-                        self._report_invalid(alert)
-                        continue
-                    if writer is not None:
-                        writer.append(body)
-                    if self.config.doProduceAlerts:
-                        bodies.append(body)
-                        keys.append(alert["diaSourceId"])
+                for start in range(0, n, chunk):
+                    stop = min(start + chunk, n)
+                    cuts = self._cut_chunk(start, stop, inputs, makers)
+                    for k in range(start, stop):
+                        body = self._alert_bytes(k, inputs, cuts, k - start)
+                        if k == 0 or self.config.doValidateEveryAlert:
+                            self._check(body)
+                        if writer is not None:
+                            writer.append(body)
+                        if self.config.doProduceAlerts:
+                            bodies.append(body)
             except BaseException:
                 if writer is not None:
                     writer.abort()
@@ -343,21 +354,19 @@ class PackageAlertsTask(Task):
         n_delivered, failed_file = 0, None
         if self.config.doProduceAlerts:
             with self.timer("produce"):
+                keys = inputs.source_ids.tolist()
                 n_delivered, failed_file = self._produce(bodies, keys, visit, detector)
         missing = {label: n - counts["made"] for label, counts in self._made.items()}
         reasons = {label: dict(m.reasons) for label, m in makers.items() if m is not None}
         reasons.update(self._none_reasons)
-        self.metadata.update(
-            nAlerts=n - n_invalid, nInvalid=n_invalid, cutoutsMissing=missing, cutoutReasons=reasons
-        )
+        self.metadata.update(nAlerts=n, cutoutsMissing=missing, cutoutReasons=reasons)
         if any(missing.values()):
             self.log.info(
                 "visit %d detector %d: cutouts missing %s (%s)", visit, detector, missing, reasons
             )
         return Struct(
             alertFile=alert_file,
-            nAlerts=n - n_invalid,
-            nInvalid=n_invalid,
+            nAlerts=n,
             cutoutsMissing=missing,
             nDelivered=n_delivered,
             failedAlertFile=failed_file,
@@ -404,43 +413,83 @@ class PackageAlertsTask(Task):
                     self._none_reasons[label] = {why: len(inputs.sources)}
                 continue
             maker = self._maker(exposure, label)
-            x, y = maker.positions(inputs.ra, inputs.dec)
-            cd = maker.local_wcs(x, y, inputs.ra, inputs.dec)
+            same = next((g for g in self._cut_geometry.values() if g[4] is exposure.wcs), None)
+            if same is not None:  # same WCS object: same positions and local WCS
+                x, y, cd, group = same[:4]
+            else:
+                x, y = maker.positions(inputs.ra, inputs.dec)
+                cd = maker.local_wcs(x, y, inputs.ra, inputs.dec)
+                group = len(self._cut_geometry)
             makers[label] = maker
-            self._cut_geometry[label] = (x, y, cd)
+            self._cut_geometry[label] = (x, y, cd, group, exposure.wcs)
         self._sizes = cutout_sizes(
             inputs.bbox_size, self.config.minCutoutSize, self.config.maxCutoutSize
         )
         return makers
 
-    def _alert(self, k: int, inputs: Any, makers: dict) -> dict[str, Any]:
-        src = inputs.sources[k]
-        sid = src["diaSourceId"]
-        cutouts: list[bytes | None] = []
-        for label in ("difference", "science", "template"):
+    def _cut_chunk(self, start: int, stop: int, inputs: Any, makers: dict) -> dict[str, list]:
+        """Cutouts of sources ``start .. stop - 1`` for every exposure (label → list)."""
+        cuts: dict[str, list] = {}
+        sl = slice(start, stop)
+        for label, _ in _CUTOUT_FIELDS:
             maker = makers[label]
-            data = None
-            if maker is not None:
-                x, y, cd = self._cut_geometry[label]
-                cut = maker.cut(
-                    x[k], y[k], int(self._sizes[k]), inputs.ra[k], inputs.dec[k], cd[k], sid
-                )
-                if cut is not None:
-                    data = cut.to_bytes()
-                    self._made[label]["made"] += 1
-            cutouts.append(data)
-        oid = src.get("diaObjectId")
+            if maker is None:
+                cuts[label] = [None] * (stop - start)
+                continue
+            x, y, cd, _, _ = self._cut_geometry[label]
+            cuts[label] = maker.cut_many(
+                x[sl],
+                y[sl],
+                self._sizes[sl],
+                inputs.ra[sl],
+                inputs.dec[sl],
+                cd[sl],
+                inputs.source_ids[sl],
+            )
+            self._made[label]["made"] += sum(c is not None for c in cuts[label])
+        return cuts
+
+    def _alert_bytes(self, k: int, inputs: Any, cuts: dict[str, list], j: int) -> bytes:
+        """Encode alert ``k`` from the pre-encoded records and its cutouts (``cuts[*][j]``)."""
+        sid = int(inputs.source_ids[k])
+        oid = int(inputs.object_ids[k])
+        cutouts: dict[str, bytes | None] = {}
+        shared: dict[int, Any] = {}  # exposures on one pixel grid share the local WCS header
+        for label, field in _CUTOUT_FIELDS:
+            cut = cuts[label][j]
+            if cut is None:
+                cutouts[field] = None
+                continue
+            group = self._cut_geometry[label][3]
+            if group in shared and shared[group].crpix == cut.wcs.crpix:
+                cut.wcs = shared[group]
+            shared[group] = cut.wcs
+            cutouts[field] = encode_bytes(cut.to_bytes())
         obj = inputs.objects.get(oid) if oid else None
-        has_object = obj is not None
-        return self.makeAlertDict(
-            sid,
-            src,
-            obj,
-            inputs.src_history.get(oid, []) if has_object else None,
-            inputs.forced_history.get(oid, []) if has_object else None,
-            *cutouts,
-            ssSource=inputs.ss_sources.get(sid),
-        )
+        parts: dict[str, bytes | None] = {
+            "diaSourceId": zigzag(sid),
+            "diaSource": inputs.sources.row(k),
+            "diaObject": obj,
+            "ssSource": inputs.ss_sources.get(sid),
+            **cutouts,
+        }
+        if obj is not None:
+            parts["prvDiaSources"] = encode_array(*inputs.src_history.get(oid, (0, b"")))
+            parts["prvDiaForcedSources"] = encode_array(*inputs.forced_history.get(oid, (0, b"")))
+        return encode_record(self.alertSchema.records["alert"], parts)
+
+    def _check(self, body: bytes) -> None:
+        """Decode an encoded alert with fastavro and check it re-encodes identically."""
+        try:
+            alert = self.alertSchema.deserialize(body)
+            validate_alert(alert, self.alertSchema)
+            same = self.alertSchema.serialize(alert) == body
+        except (ValueError, TypeError, EOFError, KeyError) as exc:
+            raise AlertValidationError(f"an encoded alert does not decode: {exc}") from exc
+        if not same:
+            raise AlertValidationError(
+                f"alert {alert.get('diaSourceId')}: encoding differs from fastavro's"
+            )
 
     def _report_unused(self, unused: dict[str, list[str]]) -> None:
         """Say once which input columns no alert field carries."""
@@ -450,14 +499,6 @@ class PackageAlertsTask(Task):
             if new:
                 self.log.info("input columns not in the alert's %s record: %s", record, new)
                 reported[record] = sorted(set(reported.get(record, [])) | set(new))
-
-    def _report_invalid(self, alert: dict[str, Any]) -> None:
-        try:
-            validate_alert(alert, self.alertSchema)
-            message = "serialisation failed"
-        except AlertValidationError as exc:
-            message = str(exc)
-        self.log.error("alert %s dropped: %s", alert.get("diaSourceId"), message)
 
     def _produce(
         self, bodies: list[bytes], keys: list[int], visit: int, detector: int

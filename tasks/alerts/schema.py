@@ -53,12 +53,16 @@ class FieldSpec:
         Whether the field is a union with ``null``.
     logical_type : `str` or `None`
         Avro logical type (e.g. ``timestamp-micros``), if any.
+    null_index, value_index : `int`
+        Union branch indices of ``null`` and of the value (0 when not a union).
     """
 
     name: str
     type: str
     nullable: bool
     logical_type: str | None = None
+    null_index: int = 0
+    value_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,15 @@ class AlertSchema:
         return fastavro.schemaless_reader(io.BytesIO(payload), self.parsed)
 
 
+def _union_indices(avro_type: Any) -> tuple[int, int]:
+    """Return the branch indices ``(null, value)`` of a ``[null, T]`` union."""
+    if not isinstance(avro_type, list):
+        return 0, 0
+    null = avro_type.index("null") if "null" in avro_type else 0
+    value = next((i for i, t in enumerate(avro_type) if t != "null"), 0)
+    return null, value
+
+
 def _base_type(avro_type: Any) -> tuple[str, bool, str | None]:
     """Return ``(base type, nullable, logical type)`` of a field's Avro type."""
     nullable = False
@@ -156,7 +169,10 @@ def _collect_records(definition: Any, out: dict[str, RecordSpec]) -> None:
         fields = []
         for field in definition["fields"]:
             base, nullable, logical = _base_type(field["type"])
-            fields.append(FieldSpec(field["name"], base, nullable, logical))
+            null_index, value_index = _union_indices(field["type"])
+            fields.append(
+                FieldSpec(field["name"], base, nullable, logical, null_index, value_index)
+            )
             _collect_records(field["type"], out)
         out.setdefault(short, RecordSpec(short, tuple(fields)))
     elif definition.get("type") == "array":
