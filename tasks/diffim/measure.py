@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PsfFluxes", "extract_stamps", "psf_fluxes", "mask_bits_near"]
+__all__ = ["PsfFluxes", "extract_stamps", "psf_fluxes", "mask_bits_near", "subtract_psf_models"]
 
 PsfImages = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(x, y) -> (n, k, k)`` PSF images centred at the sub-pixel offsets of (x, y)."""
@@ -162,3 +162,28 @@ def mask_bits_near(
         if sub.size:
             out[i] = np.bitwise_or.reduce(sub, axis=None)
     return out
+
+
+def subtract_psf_models(
+    image: np.ndarray, psf_images: PsfImages, x: np.ndarray, y: np.ndarray, flux: np.ndarray
+) -> np.ndarray:
+    """Return ``image`` minus PSF models of the given sources (array coordinates).
+
+    Sources with a non-finite flux are skipped.
+    """
+    out = np.array(image, dtype=np.float64)
+    ok = np.isfinite(flux) & np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return out
+    x, y, flux = x[ok], y[ok], flux[ok]
+    stamps = psf_images(x, y) * flux[:, None, None]
+    k = stamps.shape[-1]
+    half = k // 2
+    height, width = out.shape
+    offsets = np.arange(-half, half + 1)
+    rows = np.floor(y + 0.5).astype(np.int64)[:, None] + offsets[None, :]
+    cols = np.floor(x + 0.5).astype(np.int64)[:, None] + offsets[None, :]
+    valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    flat = (rows * width)[:, :, None] + cols[:, None, :]
+    model = np.bincount(flat[valid], weights=stamps[valid], minlength=height * width)
+    return out - model.reshape(height, width)

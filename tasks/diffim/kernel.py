@@ -1,0 +1,284 @@
+"""PSF-matching convolution kernels (Alard & Lupton 1998), fitted on stars.
+
+The kernel ``K`` that turns the template's PSF into the science PSF,
+``S ≈ K ⊗ T + b``, is a linear combination of basis kernels: Gaussians of
+three widths multiplied by polynomials in the kernel coordinates (the
+Alard-Lupton basis).  Their coefficients may vary linearly over the image.
+Every basis image but the first is made to sum to zero, so the first
+coefficient alone carries the photometric scale.  The coefficients are a
+linear least-squares fit to stamps around bright isolated stars, with
+iterative rejection of stars that do not fit (variables, blends, defects).
+
+When too few stars are available, `gaussian_matching_kernel` gives the
+kernel from the two PSF models (a Gaussian of width
+``sqrt(sigma_sci**2 - sigma_tmpl**2)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import signal
+
+from tasks.base import TaskError
+
+__all__ = [
+    "MatchingKernel",
+    "alard_lupton_basis",
+    "fit_matching_kernel",
+    "gaussian_matching_kernel",
+    "KernelFitError",
+]
+
+
+class KernelFitError(TaskError):
+    """The PSF-matching kernel could not be fitted."""
+
+
+def alard_lupton_basis(
+    half: int, sigmas: tuple[float, ...], degrees: tuple[int, ...]
+) -> np.ndarray:
+    """Return the Alard-Lupton basis kernels, ``(n_basis, 2 half + 1, 2 half + 1)``.
+
+    Each Gaussian of width ``sigmas[i]`` is multiplied by ``u**p v**q`` for
+    ``p + q <= degrees[i]``.  The first kernel (the narrowest Gaussian) sums
+    to 1; every other kernel has the first subtracted (even terms) so that it
+    sums to 0, and is scaled to unit norm.
+    """
+    g = np.arange(-half, half + 1, dtype=float)
+    v, u = np.meshgrid(g, g, indexing="ij")
+    basis = []
+    for sigma, degree in zip(sigmas, degrees, strict=True):
+        gauss = np.exp(-(u * u + v * v) / (2.0 * sigma * sigma))
+        for p in range(degree + 1):
+            for q in range(degree + 1 - p):
+                basis.append(gauss * u**p * v**q)
+    basis = np.array(basis)
+    first = basis[0] / basis[0].sum()
+    out = [first]
+    for b in basis[1:]:
+        total = b.sum()
+        if abs(total) > 1e-12 * np.abs(b).sum():
+            b = b / total - first
+        out.append(b / np.sqrt((b * b).sum()))
+    return np.array(out)
+
+
+@dataclass
+class MatchingKernel:
+    """A spatially varying convolution kernel.
+
+    Attributes
+    ----------
+    basis : `numpy.ndarray`
+        ``(n_basis, k, k)`` basis kernels.
+    coefficients : `numpy.ndarray`
+        ``(n_basis, n_spatial)``: coefficient of basis ``i`` is
+        ``c[i, 0] + c[i, 1] u + c[i, 2] v`` (``n_spatial`` 1 or 3) with
+        ``u, v`` the position scaled to [-1, 1] over ``bbox_xy``.
+    background : `float`
+        Constant background difference (science minus matched template).
+    bbox_xy : `tuple`
+        ``(x0, y0, x1, y1)``: array-coordinate box used to scale positions.
+    n_stars : `int`
+        Stars used in the final fit (0 for a model-derived kernel).
+    """
+
+    basis: np.ndarray
+    coefficients: np.ndarray
+    background: float
+    bbox_xy: tuple[float, float, float, float]
+    n_stars: int = 0
+
+    @property
+    def size(self) -> int:
+        """Width of the kernel images."""
+        return self.basis.shape[-1]
+
+    def spatial_kernels(self) -> np.ndarray:
+        """Return the kernels multiplying ``1, u, v``: ``(n_spatial, k, k)``."""
+        return np.einsum("is,ijk->sjk", self.coefficients, self.basis)
+
+    def kernel_at(self, x: float, y: float) -> np.ndarray:
+        """Return the kernel image at array position ``(x, y)``."""
+        terms = self._spatial_terms(np.array([x]), np.array([y]))[0]
+        return np.einsum("s,sjk->jk", terms, self.spatial_kernels())
+
+    def _spatial_terms(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        x0, y0, x1, y1 = self.bbox_xy
+        u = 2.0 * (x - x0) / max(x1 - x0, 1.0) - 1.0
+        v = 2.0 * (y - y0) / max(y1 - y0, 1.0) - 1.0
+        n_spatial = self.coefficients.shape[1]
+        terms = [np.ones_like(u), u, v][:n_spatial]
+        return np.column_stack(terms)
+
+    def convolve(self, image: np.ndarray) -> np.ndarray:
+        """Convolve an image (array coordinates) with the spatially varying kernel."""
+        kernels = self.spatial_kernels()
+        height, width = image.shape
+        result = signal.oaconvolve(image, kernels[0], mode="same")
+        if len(kernels) > 1:
+            x0, y0, x1, y1 = self.bbox_xy
+            u = 2.0 * (np.arange(width) - x0) / max(x1 - x0, 1.0) - 1.0
+            v = 2.0 * (np.arange(height) - y0) / max(y1 - y0, 1.0) - 1.0
+            result += signal.oaconvolve(image, kernels[1], mode="same") * u[None, :]
+            result += signal.oaconvolve(image, kernels[2], mode="same") * v[:, None]
+        return result
+
+    def sum_at(self, x: float, y: float) -> float:
+        """Sum of the kernel (the photometric scale) at array position ``(x, y)``."""
+        return float(self.kernel_at(x, y).sum())
+
+
+def gaussian_matching_kernel(
+    sigma_science: float, sigma_template: float, half: int, shape: tuple[int, int]
+) -> MatchingKernel:
+    """Kernel from two Gaussian-equivalent PSF widths.
+
+    Raises
+    ------
+    KernelFitError
+        If the template PSF is not narrower than the science PSF.
+    """
+    if not sigma_science > sigma_template:
+        raise KernelFitError(
+            f"template PSF (sigma {sigma_template:.2f} px) is not narrower than the science PSF "
+            f"(sigma {sigma_science:.2f} px): a Gaussian matching kernel cannot sharpen it"
+        )
+    width = np.sqrt(sigma_science**2 - sigma_template**2)
+    g = np.arange(-half, half + 1, dtype=float)
+    k = np.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / (2 * width**2))
+    k /= k.sum()
+    return MatchingKernel(k[None], np.ones((1, 1)), 0.0, (0, 0, shape[1] - 1, shape[0] - 1))
+
+
+def _basis_convolutions(stamps: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    """Template stamps convolved with every basis kernel ('valid' region).
+
+    Parameters
+    ----------
+    stamps : `numpy.ndarray`
+        ``(n, s + k - 1, s + k - 1)`` template stamps.
+    basis : `numpy.ndarray`
+        ``(n_basis, k, k)`` kernels.
+
+    Returns
+    -------
+    columns : `numpy.ndarray`
+        ``(n, s * s, n_basis)``: one design-matrix column per basis kernel.
+    """
+    k = basis.shape[-1]
+    windows = np.lib.stride_tricks.sliding_window_view(stamps, (k, k), axis=(1, 2))
+    n, s1, s2 = windows.shape[:3]
+    # convolution = correlation with the flipped kernel
+    flipped = basis[:, ::-1, ::-1].reshape(len(basis), k * k)
+    return (windows.reshape(n * s1 * s2, k * k) @ flipped.T).reshape(n, s1 * s2, len(basis))
+
+
+def fit_matching_kernel(
+    science: np.ndarray,
+    science_var: np.ndarray,
+    template: np.ndarray,
+    template_var: np.ndarray,
+    usable: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    basis: np.ndarray,
+    *,
+    stamp_half: int,
+    spatial_order: int = 1,
+    n_iter: int = 3,
+    clip: float = 3.0,
+    min_stars: int = 5,
+) -> tuple[MatchingKernel, np.ndarray]:
+    """Fit ``science ≈ K ⊗ template + b`` on stamps around stars.
+
+    Parameters
+    ----------
+    science, science_var, template, template_var : `numpy.ndarray`
+        Images (same shape, same pixel grid and flux units) and variances.
+    usable : `numpy.ndarray` of bool
+        Pixels that may enter a stamp (stars touching others are dropped).
+    x, y : `numpy.ndarray`
+        Array positions of candidate stars.
+    basis : `numpy.ndarray`
+        Basis kernels (see `alard_lupton_basis`).
+    stamp_half : `int`
+        Half-size of the science stamp fitted around each star.
+    spatial_order : {0, 1}, optional
+        Order of the spatial variation of the coefficients.
+    n_iter, clip : optional
+        Rejection iterations and threshold (robust sigma of per-star chi2).
+    min_stars : `int`, optional
+        Fewest stars accepted.
+
+    Returns
+    -------
+    kernel : `MatchingKernel`
+    used : `numpy.ndarray` of bool
+        Which candidates entered the final fit.
+
+    Raises
+    ------
+    KernelFitError
+        If fewer than ``min_stars`` usable stamps remain.
+    """
+    height, width = science.shape
+    khalf = basis.shape[-1] // 2
+    big = stamp_half + khalf
+    cx = np.floor(np.asarray(x) + 0.5).astype(int)
+    cy = np.floor(np.asarray(y) + 0.5).astype(int)
+    inside = (cx >= big) & (cx < width - big) & (cy >= big) & (cy < height - big)
+    offsets = np.arange(-big, big + 1)
+    candidates = np.flatnonzero(inside)
+    rows = cy[candidates, None] + offsets[None, :]
+    cols = cx[candidates, None] + offsets[None, :]
+    clean = usable[rows[:, :, None], cols[:, None, :]].all(axis=(1, 2))
+    index = candidates[clean]
+    if len(index) < min_stars:
+        raise KernelFitError(
+            f"only {len(index)} usable star stamps for the PSF-matching kernel (need {min_stars})"
+        )
+    rows, cols = rows[clean], cols[clean]
+    inner_rows = rows[:, khalf : khalf + 2 * stamp_half + 1]
+    inner_cols = cols[:, khalf : khalf + 2 * stamp_half + 1]
+    conv = _basis_convolutions(template[rows[:, :, None], cols[:, None, :]], basis)
+    n_stars, n_pix, n_basis = conv.shape
+    target = science[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
+    var = (science_var + template_var)[inner_rows[:, :, None], inner_cols[:, None, :]]
+    weight = 1.0 / var.reshape(n_stars, n_pix)
+    n_spatial = 3 if spatial_order >= 1 and len(index) >= 3 * min_stars else 1
+    u = 2.0 * cx[index] / max(width - 1, 1) - 1.0
+    v = 2.0 * cy[index] / max(height - 1, 1) - 1.0
+    spatial = np.column_stack([np.ones(len(index)), u, v])[:, :n_spatial]
+    design = np.empty((n_stars, n_pix, n_basis * n_spatial + 1))
+    design[:, :, :-1] = (conv[:, :, :, None] * spatial[:, None, None, :]).reshape(
+        n_stars, n_pix, -1
+    )
+    design[:, :, -1] = 1.0
+    bbox_xy = (0.0, 0.0, float(width - 1), float(height - 1))
+    active = np.ones(n_stars, dtype=bool)
+    for _ in range(max(n_iter, 1)):
+        sqrt_w = np.sqrt(weight[active]).reshape(-1, 1)
+        d = design[active].reshape(-1, design.shape[-1]) * sqrt_w
+        normal = d.T @ d
+        rhs = d.T @ (target[active].reshape(-1, 1) * sqrt_w)[:, 0]
+        scale = np.sqrt(np.diag(normal)) + 1e-30
+        solution = (
+            np.linalg.lstsq(normal / scale[:, None] / scale[None, :], rhs / scale, rcond=1e-12)[0]
+            / scale
+        )
+        resid = target - design @ solution
+        chi2 = np.sum(resid * resid * weight, axis=1) / n_pix
+        median = np.median(chi2[active])
+        mad = 1.4826 * np.median(np.abs(chi2[active] - median))
+        new_active = chi2 < median + clip * max(mad, 0.05 * median)
+        if np.array_equal(new_active, active) or new_active.sum() < min_stars:
+            break
+        active = new_active
+    coefficients = solution[:-1].reshape(n_basis, n_spatial)
+    used = np.zeros(len(cx), dtype=bool)
+    used[index[active]] = True
+    kernel = MatchingKernel(basis, coefficients, float(solution[-1]), bbox_xy, int(active.sum()))
+    return kernel, used
