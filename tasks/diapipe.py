@@ -34,6 +34,7 @@ from apdb.sky import footprint_region
 from tasks.association.association import AssociationConfig, AssociationTask
 from tasks.association.diaobject_stats import (
     BANDS,
+    STAT_INPUT_COLUMNS,
     assign_new_dia_objects,
     compute_dia_object_stats,
     compute_forced_flux_stats,
@@ -210,12 +211,8 @@ class DiaPipelineTask(Task):
 
         with self.timer("diaObjectStats"):
             touched = object_sources["diaObjectId"].to_numpy(np.int64)
-            history = _concat(
-                [
-                    source_history[source_history["diaObjectId"].isin(touched)],
-                    object_sources,
-                ]
-            )
+            previous = source_history[source_history["diaObjectId"].isin(touched)]
+            history = _concat([_narrow(previous), _narrow(object_sources)])
             dia_objects = compute_dia_object_stats(history)
 
         forced = self._forced_photometry(
@@ -329,11 +326,12 @@ class DiaPipelineTask(Task):
         if not self.config.doRunForcedMeasurement:
             return pd.DataFrame()
         with self.timer("forcedPhot"):
-            detections = _concat([source_history, object_sources])
-            detections = detections[detections["diaObjectId"].notna()]
-            good = detections.loc[~self._bad(detections), "diaObjectId"].astype(np.int64)
-            counts = good.value_counts()
-            wanted = counts.index[counts >= self.config.forcedPhotMinDetections]
+            good_ids = [
+                frame.loc[~self._bad(frame), "diaObjectId"].dropna().to_numpy(np.int64)
+                for frame in (source_history, object_sources)
+            ]
+            ids, counts = np.unique(np.concatenate(good_ids), return_counts=True)
+            wanted = ids[counts >= self.config.forcedPhotMinDetections]
             updated_ids = dia_objects["diaObjectId"].to_numpy(np.int64)
             others = loaded_objects[~loaded_objects["diaObjectId"].isin(updated_ids)]
             candidates = _concat(
@@ -346,6 +344,11 @@ class DiaPipelineTask(Task):
             if len(candidates) == 0:
                 return pd.DataFrame()
             return self.forcedPhot.measure_dia_objects(candidates, exposure, diffIm)
+
+
+def _narrow(frame: pd.DataFrame) -> pd.DataFrame:
+    """Only the columns the statistics read (DiaSource frames are ~100 columns wide)."""
+    return frame[[c for c in STAT_INPUT_COLUMNS if c in frame.columns]]
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:

@@ -33,12 +33,28 @@ from tasks.base import TaskError
 __all__ = [
     "BANDS",
     "BAND_STAT_NAMES",
+    "STAT_INPUT_COLUMNS",
     "assign_new_dia_objects",
     "compute_dia_object_stats",
     "compute_forced_flux_stats",
 ]
 
 BANDS = ("u", "g", "r", "i", "z", "y")
+STAT_INPUT_COLUMNS = (
+    "diaObjectId",
+    "band",
+    "ra",
+    "dec",
+    "midpointMjdTai",
+    "psfFlux",
+    "psfFluxErr",
+    "scienceFlux",
+    "scienceFluxErr",
+    "raErr",
+    "decErr",
+)
+"""DiaSource columns the statistics read (the first seven are required)."""
+
 BAND_STAT_NAMES = (
     "psfFluxMean",
     "psfFluxMeanErr",
@@ -71,55 +87,66 @@ def assign_new_dia_objects(unassociated: pd.DataFrame) -> pd.DataFrame:
     return seeded
 
 
-def _weighted_mean(
-    keys: pd.DataFrame, value: np.ndarray, error: np.ndarray, prefix: str
-) -> pd.DataFrame:
-    """Per-group inverse-variance weighted mean of ``value`` and its error."""
-    ok = np.isfinite(value) & np.isfinite(error) & (error > 0)
-    w = np.where(ok, 1.0 / np.where(ok, error, 1.0) ** 2, 0.0)
-    parts = keys.assign(_w=w, _wf=np.where(ok, w * np.where(ok, value, 0.0), 0.0))
-    sums = parts.groupby(list(keys.columns), sort=False)[["_w", "_wf"]].sum()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = np.where(sums["_w"] > 0, sums["_wf"] / sums["_w"], np.nan)
-        err = np.where(sums["_w"] > 0, 1.0 / np.sqrt(sums["_w"]), np.nan)
-    return pd.DataFrame({f"{prefix}Mean": mean, f"{prefix}MeanErr": err}, index=sums.index)
+class _Groups:
+    """Flat (object, band) group keys: ``key = object_position * 6 + band_position``.
 
+    All statistics are ``numpy.bincount`` / ``ufunc.at`` reductions over these
+    keys, reshaped to an ``(n_objects, 6)`` array at the end.
+    """
 
-def _max_slope(keys: pd.DataFrame, time: np.ndarray, flux: np.ndarray) -> pd.Series:
-    """Max ``|Δflux/Δt|`` over consecutive time-ordered points of each group."""
-    cols = list(keys.columns)
-    frame = keys.assign(_t=time, _f=flux).sort_values([*cols, "_t"], kind="stable")
-    same = np.ones(len(frame), dtype=bool)
-    for col in cols:
-        values = frame[col].to_numpy()
-        same[1:] &= values[1:] == values[:-1]
-    same[0] = False
-    t = frame["_t"].to_numpy()
-    f = frame["_f"].to_numpy()
-    dt = np.empty_like(t)
-    df = np.empty_like(f)
-    dt[0] = df[0] = np.nan
-    dt[1:] = t[1:] - t[:-1]
-    df[1:] = f[1:] - f[:-1]
-    valid = same & (dt > 0)
-    slope = np.full(len(frame), np.nan)
-    slope[valid] = np.abs(df[valid] / dt[valid])
-    return frame.assign(_s=slope).groupby(cols, sort=False)["_s"].max()
+    def __init__(self, object_ids: np.ndarray, bands: np.ndarray):
+        self.object_ids, obj_pos = np.unique(object_ids, return_inverse=True)
+        band_pos = pd.Series(bands).map(_BAND_INDEX).to_numpy()
+        if pd.isna(band_pos).any():
+            unknown = sorted({str(b) for b in np.asarray(bands)[pd.isna(band_pos)]})
+            raise TaskError(f"DiaSources with unknown bands {unknown} (expected {BANDS})")
+        self.key = obj_pos.astype(np.int64) * len(BANDS) + band_pos.astype(np.int64)
+        self.size = len(self.object_ids) * len(BANDS)
 
+    def sum(self, values: np.ndarray, where: np.ndarray) -> np.ndarray:
+        return np.bincount(self.key[where], weights=values[where], minlength=self.size)
 
-def _spread_bands(per_band: pd.DataFrame, object_ids: pd.Index) -> pd.DataFrame:
-    """Turn an (object, band)-indexed frame into ``{band}_{stat}`` columns per object."""
-    wide = per_band.unstack("band")
-    out = {}
-    for band in BANDS:
-        for stat in per_band.columns:
-            key = (stat, band)
-            out[f"{band}_{stat}"] = (
-                wide[key].reindex(object_ids)
-                if key in wide.columns
-                else pd.Series(np.nan, index=object_ids)
+    def count(self, where: np.ndarray) -> np.ndarray:
+        return np.bincount(self.key[where], minlength=self.size)
+
+    def extreme(self, values: np.ndarray, where: np.ndarray, ufunc: np.ufunc) -> np.ndarray:
+        out = np.full(self.size, -np.inf if ufunc is np.maximum else np.inf)
+        ufunc.at(out, self.key[where], values[where])
+        return np.where(np.isfinite(out), out, np.nan)
+
+    def weighted_mean(
+        self, value: np.ndarray, error: np.ndarray, where: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse-variance weighted mean and its error ``1/sqrt(sum(w))``."""
+        ok = where & np.isfinite(value) & np.isfinite(error) & (error > 0)
+        w = np.zeros(len(value))
+        w[ok] = 1.0 / error[ok] ** 2
+        sum_w = self.sum(w, ok)
+        sum_wf = self.sum(w * np.where(ok, value, 0.0), ok)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (
+                np.where(sum_w > 0, sum_wf / sum_w, np.nan),
+                np.where(sum_w > 0, 1.0 / np.sqrt(sum_w), np.nan),
             )
-    return pd.DataFrame(out, index=object_ids)
+
+    def max_slope(self, time: np.ndarray, flux: np.ndarray, where: np.ndarray) -> np.ndarray:
+        """Max ``|Δflux/Δt|`` over consecutive time-ordered points of each group."""
+        rows = np.flatnonzero(where)
+        order = rows[np.lexsort((time[rows], self.key[rows]))]
+        key, t, f = self.key[order], time[order], flux[order]
+        valid = (key[1:] == key[:-1]) & (t[1:] > t[:-1])
+        slope = np.abs(np.diff(f)[valid] / np.diff(t)[valid])
+        out = np.full(self.size, -np.inf)
+        np.maximum.at(out, key[1:][valid], slope)
+        return np.where(np.isfinite(out), out, np.nan)
+
+    def columns(self, name: str, values: np.ndarray) -> dict[str, np.ndarray]:
+        """Spread a per-group array into ``{band}_{name}`` columns."""
+        table = values.reshape(len(self.object_ids), len(BANDS))
+        return {f"{band}_{name}": table[:, i] for i, band in enumerate(BANDS)}
+
+
+_BAND_INDEX = {band: i for i, band in enumerate(BANDS)}
 
 
 def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -143,76 +170,78 @@ def compute_dia_object_stats(dia_sources: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     stats : `pandas.DataFrame`
-        One row per ``diaObjectId`` (a column) with the columns described in
-        the module docstring.
+        One row per ``diaObjectId`` (a column, sorted) with the columns
+        described in the module docstring.
     """
-    needed = {"diaObjectId", "band", "ra", "dec", "midpointMjdTai", "psfFlux", "psfFluxErr"}
-    missing = needed - set(dia_sources.columns)
+    missing = set(STAT_INPUT_COLUMNS[:7]) - set(dia_sources.columns)
     if missing:
         raise TaskError(f"DiaSource history lacks columns needed for statistics: {sorted(missing)}")
     src = dia_sources[dia_sources["diaObjectId"].notna()]
-    unknown = set(src["band"].dropna().unique()) - set(BANDS)
-    if unknown or src["band"].isna().any():
-        raise TaskError(f"DiaSources with unknown bands {sorted(map(str, unknown))} or no band")
-    ids = src["diaObjectId"].to_numpy(np.int64)
+    if src["band"].isna().any():
+        raise TaskError("DiaSources without a band cannot enter the statistics")
+    groups = _Groups(src["diaObjectId"].to_numpy(np.int64), src["band"].to_numpy())
+    n_bands = len(BANDS)
+    obj_key = groups.key // n_bands
+    n_obj = len(groups.object_ids)
 
-    # per-object: position, counts, times
-    vec = unit_vectors(src["ra"].to_numpy(np.float64), src["dec"].to_numpy(np.float64))
-    ra_err, dec_err = _numeric(src, "raErr"), _numeric(src, "decErr")
-    ra_w = np.where(np.isfinite(ra_err) & (ra_err > 0), ra_err**-2.0, 0.0)
-    dec_w = np.where(np.isfinite(dec_err) & (dec_err > 0), dec_err**-2.0, 0.0)
+    # per object: mean unit vector, combined positional errors, counts, times
+    vec = unit_vectors(_numeric(src, "ra"), _numeric(src, "dec"))
+    sum_vec = np.column_stack(
+        [np.bincount(obj_key, weights=vec[:, i], minlength=n_obj) for i in range(3)]
+    )
+    ra, dec = vectors_to_radec(sum_vec)
+    pos_err = {}
+    for column in ("raErr", "decErr"):
+        err = _numeric(src, column)
+        ok = np.isfinite(err) & (err > 0)
+        sum_w = np.bincount(obj_key[ok], weights=err[ok] ** -2.0, minlength=n_obj)
+        with np.errstate(divide="ignore"):
+            pos_err[column] = np.where(sum_w > 0, sum_w**-0.5, np.nan)
     t = _numeric(src, "midpointMjdTai")
-    per_obj = pd.DataFrame(
-        {"x": vec[:, 0], "y": vec[:, 1], "z": vec[:, 2], "ra_w": ra_w, "dec_w": dec_w}, index=ids
-    ).groupby(level=0, sort=True)
-    sums = per_obj.sum()
-    ra, dec = vectors_to_radec(sums[["x", "y", "z"]].to_numpy())
-    object_ids = sums.index.rename("diaObjectId")
-    times = pd.Series(t, index=ids).groupby(level=0, sort=True)
-    with np.errstate(divide="ignore"):
-        stats = pd.DataFrame(
-            {
-                "ra": ra,
-                "dec": dec,
-                "raErr": np.where(sums["ra_w"] > 0, sums["ra_w"] ** -0.5, np.nan),
-                "decErr": np.where(sums["dec_w"] > 0, sums["dec_w"] ** -0.5, np.nan),
-                "nDiaSources": per_obj.size().to_numpy(np.int64),
-                "firstDiaSourceMjdTai": times.min().to_numpy(),
-                "lastDiaSourceMjdTai": times.max().to_numpy(),
-            },
-            index=object_ids,
-        )
+    first = np.full(n_obj, np.inf)
+    last = np.full(n_obj, -np.inf)
+    np.minimum.at(first, obj_key, t)
+    np.maximum.at(last, obj_key, t)
+    out: dict[str, np.ndarray] = {
+        "diaObjectId": groups.object_ids,
+        "ra": ra,
+        "dec": dec,
+        "raErr": pos_err["raErr"],
+        "decErr": pos_err["decErr"],
+        "nDiaSources": np.bincount(obj_key, minlength=n_obj).astype(np.int64),
+        "firstDiaSourceMjdTai": first,
+        "lastDiaSourceMjdTai": last,
+    }
 
-    # per (object, band) over the rows with a finite psfFlux
-    flux = _numeric(src, "psfFlux")
+    # per (object, band), over the rows with a finite psfFlux
+    flux, err = _numeric(src, "psfFlux"), _numeric(src, "psfFluxErr")
     good = np.isfinite(flux)
-    keys = pd.DataFrame({"diaObjectId": ids[good], "band": src["band"].to_numpy()[good]})
-    f, e = flux[good], _numeric(src, "psfFluxErr")[good]
-    grouped = keys.assign(_f=f, _e=e).groupby(["diaObjectId", "band"], sort=False)
-    per_band = pd.DataFrame(
-        {
-            "psfFluxNdata": grouped["_f"].count(),
-            "psfFluxSigma": grouped["_f"].std(ddof=1),
-            "psfFluxMin": grouped["_f"].min(),
-            "psfFluxMax": grouped["_f"].max(),
-            "psfFluxErrMean": grouped["_e"].mean(),
-        }
+    n = groups.count(good)
+    mean_f = groups.sum(flux, good) / np.where(n > 0, n, 1)
+    resid = np.where(good, flux - mean_f[groups.key], 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sigma = np.where(n > 1, np.sqrt(groups.sum(resid**2, good) / (n - 1)), np.nan)
+        good_err = good & np.isfinite(err)
+        err_mean = groups.sum(err, good_err) / groups.count(good_err)
+    mean, mean_err = groups.weighted_mean(flux, err, good)
+    sci_mean, sci_err = groups.weighted_mean(
+        _numeric(src, "scienceFlux"), _numeric(src, "scienceFluxErr"), good
     )
-    per_band = per_band.join(_weighted_mean(keys, f, e, "psfFlux"))
-    per_band = per_band.join(
-        _weighted_mean(
-            keys,
-            _numeric(src, "scienceFlux")[good],
-            _numeric(src, "scienceFluxErr")[good],
-            "scienceFlux",
-        )
-    )
-    per_band["psfFluxMaxSlope"] = _max_slope(keys, t[good], f)
-    wide = _spread_bands(per_band[list(BAND_STAT_NAMES)], object_ids)
-    for band in BANDS:
-        col = f"{band}_psfFluxNdata"
-        wide[col] = wide[col].fillna(0).astype(np.int64)
-    return pd.concat([stats, wide], axis=1).reset_index()
+    per_band = {
+        "psfFluxMean": mean,
+        "psfFluxMeanErr": mean_err,
+        "psfFluxSigma": sigma,
+        "psfFluxNdata": n.astype(np.int64),
+        "psfFluxMin": groups.extreme(flux, good, np.minimum),
+        "psfFluxMax": groups.extreme(flux, good, np.maximum),
+        "psfFluxMaxSlope": groups.max_slope(t, flux, good),
+        "psfFluxErrMean": err_mean,
+        "scienceFluxMean": sci_mean,
+        "scienceFluxMeanErr": sci_err,
+    }
+    for name in BAND_STAT_NAMES:
+        out.update(groups.columns(name, per_band[name]))
+    return pd.DataFrame(out)
 
 
 def compute_forced_flux_stats(dia_forced_sources: pd.DataFrame) -> pd.DataFrame:
@@ -230,17 +259,20 @@ def compute_forced_flux_stats(dia_forced_sources: pd.DataFrame) -> pd.DataFrame:
     """
     if len(dia_forced_sources) == 0:
         return pd.DataFrame({"diaObjectId": pd.Series([], dtype=np.int64)})
-    keys = pd.DataFrame(
-        {
-            "diaObjectId": dia_forced_sources["diaObjectId"].to_numpy(np.int64),
-            "band": dia_forced_sources["band"].to_numpy(),
-        }
+    groups = _Groups(
+        dia_forced_sources["diaObjectId"].to_numpy(np.int64),
+        dia_forced_sources["band"].to_numpy(),
     )
-    per_band = _weighted_mean(
-        keys,
+    everything = np.ones(len(dia_forced_sources), dtype=bool)
+    mean, err = groups.weighted_mean(
         _numeric(dia_forced_sources, "psfFlux"),
         _numeric(dia_forced_sources, "psfFluxErr"),
-        "fpFlux",
+        everything,
     )
-    object_ids = pd.Index(np.unique(keys["diaObjectId"]), name="diaObjectId")
-    return _spread_bands(per_band, object_ids).reset_index()
+    return pd.DataFrame(
+        {
+            "diaObjectId": groups.object_ids,
+            **groups.columns("fpFluxMean", mean),
+            **groups.columns("fpFluxMeanErr", err),
+        }
+    )
