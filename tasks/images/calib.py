@@ -81,14 +81,14 @@ class PhotoCalib:
         """AB magnitude of one instrumental count (``31.4 - 2.5 log10(mean)``)."""
         return 31.4 - 2.5 * float(np.log10(self.calibration_mean))
 
-    def to_hdu(self) -> fits.BinTableHDU:
+    def to_hdu(self) -> fits.ImageHDU:
         """Return the calibration as a FITS HDU."""
         return params_to_hdu(
             {"calibration_mean": self.calibration_mean, "calibration_err": self.calibration_err}
         )
 
     @classmethod
-    def from_hdu(cls, hdu: fits.BinTableHDU) -> PhotoCalib:
+    def from_hdu(cls, hdu: fits.ImageHDU) -> PhotoCalib:
         """Rebuild from `to_hdu`'s output."""
         p = params_from_hdu(hdu)
         return cls(p["calibration_mean"], p["calibration_err"])

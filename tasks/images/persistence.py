@@ -15,8 +15,8 @@ class.  Issue 5's fitted PSF and aperture-correction map plug in this way::
         def from_hdu(cls, hdu): ...
 
 `params_to_hdu` / `params_from_hdu` help classes whose state is a few
-numbers and arrays: values go to a one-row binary table (full float64
-precision, unlike header keywords).
+numbers and small arrays: values go to header cards as exact hexadecimal
+strings (full float64 precision, unlike plain float cards).
 """
 
 from __future__ import annotations
@@ -129,63 +129,75 @@ def object_from_hdu(hdu: fits.BinTableHDU | fits.ImageHDU) -> Any:
         raise ExposureFormatError(f"cannot read {name!r} from HDU {hdu.name!r}: {exc}") from exc
 
 
-def params_to_hdu(params: Mapping[str, Any]) -> fits.BinTableHDU:
-    """Store named numbers, strings and arrays in a one-row binary table.
+def _encode(key: str, value: Any) -> tuple[str, str, str]:
+    """Return (kind, shape, text) for one parameter; floats as exact hex strings."""
+    if isinstance(value, str | bytes):
+        return "s", "", value.decode() if isinstance(value, bytes) else value
+    arr = np.asarray(value)
+    if arr.dtype.kind == "b":
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        items = [str(int(v)) for v in arr.ravel()]
+        kind = "i"
+    elif arr.dtype.kind == "f":
+        items = [float(v).hex() for v in arr.ravel()]
+        kind = "f"
+    else:
+        raise ImageError(f"cannot store parameter {key!r} of type {arr.dtype}")
+    if arr.ndim == 0:
+        return kind, "", items[0]
+    if arr.size == 0:
+        raise ImageError(f"cannot store the empty array {key!r}")
+    return kind.upper(), ",".join(str(n) for n in arr.shape), " ".join(items)
 
-    Each value becomes one column holding one cell (arrays keep their shape
-    through the ``TDIM`` keyword), so float64 values round-trip bit for bit.
+
+def _decode(kind: str, shape: str, text: str) -> Any:
+    if kind == "s":
+        return text
+    if kind == "f":
+        return float.fromhex(text)
+    if kind == "i":
+        return int(text)
+    dims = tuple(int(n) for n in shape.split(","))
+    items = text.split()
+    if kind == "F":
+        return np.array([float.fromhex(v) for v in items], dtype=np.float64).reshape(dims)
+    if kind == "I":
+        return np.array([int(v) for v in items], dtype=np.int64).reshape(dims)
+    raise ValueError(f"unknown parameter kind {kind!r}")
+
+
+def params_to_hdu(params: Mapping[str, Any]) -> fits.ImageHDU:
+    """Store named numbers, strings and small arrays in the header of a data-less HDU.
+
+    Parameter ``n`` (1-based) is written as the cards ``PNAMEn`` (name),
+    ``PKINDn`` (``f``/``i``/``s`` scalars, ``F``/``I`` arrays), ``PSHAPEn`` and
+    ``PVALn``; floats are written as exact hexadecimal strings
+    (`float.hex`), so values round-trip bit for bit (plain FITS float cards
+    keep about 14 digits).  Header cards are much cheaper to build than a
+    binary table, which matters when thousands of exposures are written.
     """
-    columns = []
-    scalars = []
-    for key, value in params.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind in "US":
-            text = str(value)
-            columns.append(fits.Column(name=key, format=f"{max(len(text), 1)}A", array=[text]))
-            scalars.append(False)
-            continue
-        if arr.dtype.kind == "b":
-            arr = arr.astype(np.int16)
-        if arr.dtype.kind == "i" or arr.dtype.kind == "u":
-            arr = arr.astype(np.int64)
-            code = "K"
-        else:
-            arr = arr.astype(np.float64)
-            code = "D"
-        if arr.size == 0:
-            raise ImageError(f"cannot store the empty array {key!r}")
-        fmt = f"{arr.size}{code}"
-        scalars.append(arr.ndim == 0)
-        dim = None if arr.ndim <= 1 else "(" + ",".join(str(n) for n in arr.shape[::-1]) + ")"
-        columns.append(
-            fits.Column(
-                name=key,
-                format=fmt,
-                dim=dim,
-                array=arr.reshape((1,) + arr.shape) if arr.ndim else arr.reshape(1),
-            )
-        )
-    hdu = fits.BinTableHDU.from_columns(columns)
-    for i, is_scalar in enumerate(scalars, start=1):
-        # a 1-element array and a scalar share the format "1D": mark scalars
-        hdu.header[f"PSCAL{i}"] = is_scalar
+    hdu = fits.ImageHDU()
+    header = hdu.header
+    for n, (key, value) in enumerate(params.items(), start=1):
+        kind, shape, text = _encode(key, value)
+        header[f"PNAME{n}"] = key
+        header[f"PKIND{n}"] = kind
+        if shape:
+            header[f"PSHAPE{n}"] = shape
+        header[f"PVAL{n}"] = text
     return hdu
 
 
-def params_from_hdu(hdu: fits.BinTableHDU) -> dict[str, Any]:
+def params_from_hdu(hdu: fits.ImageHDU | fits.BinTableHDU) -> dict[str, Any]:
     """Read back the values written by `params_to_hdu` (scalars as Python numbers)."""
+    header = hdu.header
     out: dict[str, Any] = {}
-    data = hdu.data
-    for i, col in enumerate(hdu.columns, start=1):
-        value = data[col.name][0]
-        if isinstance(value, bytes | str):
-            out[col.name] = value.decode() if isinstance(value, bytes) else value
-            continue
-        arr = np.array(value)
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-        if hdu.header.get(f"PSCAL{i}", False):
-            arr = arr.reshape(())
-        elif arr.ndim == 0:
-            arr = arr.reshape(1)
-        out[col.name] = arr.item() if arr.ndim == 0 else arr
+    n = 1
+    while f"PNAME{n}" in header:
+        kind = header[f"PKIND{n}"]
+        out[header[f"PNAME{n}"]] = _decode(kind, header.get(f"PSHAPE{n}", ""), header[f"PVAL{n}"])
+        n += 1
+    if n == 1 and isinstance(hdu, fits.BinTableHDU):
+        raise ValueError(f"HDU {hdu.name!r} holds no parameters")
     return out

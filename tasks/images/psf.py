@@ -202,12 +202,12 @@ class GaussianPsf(Psf):
         s2 = self._sigma**2 * ones
         return (s2, s2.copy(), 0.0 * ones)
 
-    def to_hdu(self) -> fits.BinTableHDU:
+    def to_hdu(self) -> fits.ImageHDU:
         """Return the model as a FITS HDU."""
         return params_to_hdu({"sigma": self._sigma, "kernel_size": self._kernel_size})
 
     @classmethod
-    def from_hdu(cls, hdu: fits.BinTableHDU) -> GaussianPsf:
+    def from_hdu(cls, hdu: fits.ImageHDU) -> GaussianPsf:
         """Rebuild the model from `to_hdu`'s output."""
         p = params_from_hdu(hdu)
         return cls(p["sigma"], int(p["kernel_size"]))
@@ -362,12 +362,12 @@ class DoubleGaussianPsf(Psf):
             "kernel_size": self._kernel_size,
         }
 
-    def to_hdu(self) -> fits.BinTableHDU:
+    def to_hdu(self) -> fits.ImageHDU:
         """Return the model as a FITS HDU."""
         return params_to_hdu(self._params())
 
     @classmethod
-    def from_hdu(cls, hdu: fits.BinTableHDU) -> DoubleGaussianPsf:
+    def from_hdu(cls, hdu: fits.ImageHDU) -> DoubleGaussianPsf:
         """Rebuild the model from `to_hdu`'s output."""
         p = params_from_hdu(hdu)
         return cls(

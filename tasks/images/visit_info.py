@@ -142,7 +142,7 @@ class VisitInfo:
         angle = math.radians(self.parallactic_angle - self.rotator_angle)
         return (-math.sin(angle), math.cos(angle))
 
-    def to_hdu(self) -> fits.BinTableHDU:
+    def to_hdu(self) -> fits.ImageHDU:
         """Return the visit info as a FITS HDU (lossless: times as two float64 Julian dates)."""
         loc = self.observatory.geocentric
         return params_to_hdu(
@@ -169,7 +169,7 @@ class VisitInfo:
         )
 
     @classmethod
-    def from_hdu(cls, hdu: fits.BinTableHDU) -> VisitInfo:
+    def from_hdu(cls, hdu: fits.ImageHDU) -> VisitInfo:
         """Rebuild from `to_hdu`'s output."""
         p = params_from_hdu(hdu)
         return cls(
@@ -198,5 +198,4 @@ class VisitInfo:
         """Exact equality of every field (times compared by their two Julian-date parts)."""
         if not isinstance(other, VisitInfo):
             return False
-        a, b = self.to_hdu(), other.to_hdu()
-        return all(np.array_equal(a.data[name], b.data[name]) for name in a.columns.names)
+        return params_from_hdu(self.to_hdu()) == params_from_hdu(other.to_hdu())
