@@ -68,26 +68,24 @@ class RunInputs:
         return None
 
 
-def detect(task: Any, exposure: Exposure, kind: str) -> pd.DataFrame:
-    """Run source detection/measurement on an exposure.
+def detect(task: Any, exposure: Exposure, science: Exposure | None = None) -> pd.DataFrame:
+    """Run detection and measurement (``tasks.diffim.detect``) on an exposure.
 
     Parameters
     ----------
     task : `tasks.base.Task`
-        The detection task (``tasks.diffim.detect``).
+        The detection task.
     exposure : `tasks.images.Exposure`
-        Science image (``kind="science"``: the single-frame ``src`` table for
-        the final characterization) or difference image (``kind="difference"``:
-        DiaSources).
-    kind : `str`
-        ``science`` or ``difference``.
+        A science image (gives the single-frame ``src`` table of the final
+        characterization) or a difference image (gives DiaSources).
+    science : `tasks.images.Exposure`, optional
+        With a difference image: the science exposure (``scienceFlux``).
     """
-    result = task.run(exposure)
-    for name in ("diaSources", "sources", "sourceCat", "catalog"):
-        table = getattr(result, name, None)
-        if isinstance(table, pd.DataFrame):
-            return table
-    raise TaskError(f"detection on the {kind} image returned no table ({result!r})")
+    result = task.run(exposure, science)
+    table = getattr(result, "diaSources" if science is not None else "sources", None)
+    if not isinstance(table, pd.DataFrame):
+        raise TaskError(f"detection returned no source table ({result!r})")
+    return table
 
 
 def dcr_template(task: Any, inputs: RunInputs, exposure: Exposure) -> Exposure:
@@ -120,9 +118,4 @@ def dcr_template(task: Any, inputs: RunInputs, exposure: Exposure) -> Exposure:
 
 def subtract(task: Any, template: Exposure, exposure: Exposure) -> Exposure:
     """Difference image ``science - matched template`` from the subtraction task."""
-    result = task.run(template, exposure)
-    for name in ("difference", "diffIm", "subtractedExposure"):
-        diff = getattr(result, name, None)
-        if diff is not None:
-            return diff
-    raise TaskError(f"subtraction returned no difference image ({result!r})")
+    return task.run(template, exposure).difference

@@ -40,8 +40,8 @@ STAGES = (
 
 # (module, task class) of stages whose owners' modules may be absent
 _OPTIONAL_TASKS = {
-    "detection": ("tasks.diffim.detect", "DetectionTask"),
-    "subtraction": ("tasks.diffim.subtract", "SubtractionTask"),
+    "detection": ("tasks.diffim.detect", "DetectAndMeasureTask"),
+    "subtraction": ("tasks.diffim.subtract", "SubtractImagesTask"),
 }
 
 
@@ -143,7 +143,7 @@ class ProcessVisitTask(Task):
         band = exposure.band or exposure.visit_info.band
 
         with self.timer("detectScience"):
-            src = stages.detect(self.detection, exposure, "science")
+            src = stages.detect(self.detection, exposure)
         with self.timer("characterize"):
             self._characterize(inputs, visit, detector, band, exposure, src, notes)
         with self.timer("template"):
@@ -151,7 +151,7 @@ class ProcessVisitTask(Task):
         with self.timer("subtract"):
             diffim = stages.subtract(self.subtraction, template, exposure)
         with self.timer("detectDifference"):
-            dia_sources = stages.detect(self.detection, diffim, "difference")
+            dia_sources = stages.detect(self.detection, diffim, science=exposure)
         with self.timer("diaPipe"):
             dia = self.diaPipe.run(dia_sources, diffim, exposure, template, apdb, ssp)
         alerts = None

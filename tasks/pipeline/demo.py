@@ -1,0 +1,98 @@
+"""``apdb-pipeline demo``: simulate a small survey and run the whole chain on it.
+
+No server and no set-up: the survey is simulated into a working directory,
+the APDB is a SQLite file next to it, and the alerts are Avro files.  The
+command ends by saying where everything is and how to look at it.  Running
+it again reuses the simulated data and skips the visits already stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["configure_parser", "main"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``apdb-pipeline demo``."""
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("apdb-demo"),
+        help="working directory for the data, the APDB and the alerts (default: ./apdb-demo)",
+    )
+    parser.add_argument("--visits", type=int, default=6, help="visits to simulate (default 6)")
+    parser.add_argument("--seed", type=int, default=1, help="simulation seed")
+    parser.add_argument("--fresh", action="store_true", help="delete the working directory first")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+
+
+def _simulate(data: Path, visits: int, seed: int) -> None:
+    from tasks.simulate import SimulationConfig, simulate_survey
+
+    config = SimulationConfig.tiny(seed=seed, n_visits=visits)
+    print(f"simulating {visits} visits (1 detector, {config.detector_size[0]}² pixels) ...")
+    start = time.perf_counter()
+    simulate_survey(config, data)
+    print(f"  done in {time.perf_counter() - start:.0f} s: {data}")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Simulate (if needed), run the pipeline, print where the results are."""
+    from tasks.data_layout import DataLayout
+    from tasks.pipeline.cli import open_apdb
+    from tasks.pipeline.runner import run_pipeline
+    from tasks.pipeline.visit import ProcessVisitConfig
+
+    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    workdir: Path = args.workdir.resolve()
+    if args.fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    data = workdir / "data"
+    db_path = workdir / "apdb.sqlite3"
+    url = f"sqlite:///{db_path}"
+    layout = DataLayout(data)
+    if not layout.visits_path.exists():
+        _simulate(data, args.visits, args.seed)
+    else:
+        print(f"reusing the simulated survey in {data}")
+    config = ProcessVisitConfig()
+    alerts_dir = layout.output_root / "alerts"
+    config.packageAlerts.alertWriteLocation = str(alerts_dir)
+    print(f"running the pipeline into {url} ...")
+    with open_apdb(url) as apdb:
+        summary = run_pipeline(layout, apdb, config, progress=not args.no_progress)
+    print()
+    print(summary.format())
+    example = next(iter(sorted(alerts_dir.glob("*.avro"))), None)
+    print()
+    print("Where things are:")
+    print(f"  simulated data  {data}")
+    print(f"  APDB (SQLite)   {db_path}")
+    print(f"  alerts (Avro)   {alerts_dir}  (one file per visit/detector)")
+    print()
+    print("How to look at them:")
+    if example is not None:
+        print(f"  apdb alerts {example}")
+    print(f"  apdb lightcurve DIAOBJECTID --url {url} --plot lightcurve.png")
+    print(f"  sqlite3 {db_path} 'SELECT * FROM \"DiaObjectSummary\" LIMIT 5'")
+    print(
+        f"  python -c \"import fastavro; print(next(fastavro.reader(open('{example}', 'rb')))"
+        "['diaSource'])\""
+        if example is not None
+        else ""
+    )
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from tasks.cli import main as cli_main
+
+    sys.exit(cli_main(["demo", *sys.argv[1:]]))
