@@ -38,7 +38,8 @@ def create_schema(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> Non
         with engine.begin() as conn:
             if has_apdb(conn):
                 raise ApdbError(f"{engine.url.render_as_string()} already holds an APDB")
-            md.create_all(conn)
+            # Through the migrations, so that every database is a migrated one.
+            migrate.upgrade(conn, "head")
             rows = {
                 "version:rubin_schema": RUBIN_SCHEMA_VERSION,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(),
@@ -48,7 +49,6 @@ def create_schema(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> Non
                 sa.insert(md.tables[ApdbTables.metadata.value]),
                 [{"name": k, "value": v} for k, v in rows.items()],
             )
-            migrate.stamp(conn, "head")
     except sa.exc.SQLAlchemyError as exc:
         raise ApdbDatabaseError(f"cannot create the APDB: {exc}") from exc
 
