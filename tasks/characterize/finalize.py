@@ -20,6 +20,7 @@ from scipy.spatial import cKDTree
 
 from tasks.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
 from tasks.characterize.apcorr import ApCorrMap, measure_aperture_corrections
+from tasks.characterize.chebyshev import term_orders
 from tasks.characterize.isolated import load_table, select_and_concat
 from tasks.characterize.psf_fit import STAMP_MARGIN, fit_pixel_grid_psf
 from tasks.characterize.psf_model import PixelGridPsf
@@ -57,6 +58,11 @@ class FinalizeCharacterizationConfig(TaskConfig):
     minPsfStars: int = Field(default=6, description="Fewest stars accepted for a PSF fit.")
     kernelSize: int = Field(default=25, description="Side (odd) of the pixel-grid PSF model.")
     spatialOrder: int = Field(default=2, description="Polynomial order of the PSF variation.")
+    minStarsPerTerm: float = Field(
+        default=3.0,
+        description="Stars needed per polynomial term; with fewer stars the PSF and "
+        "aperture-correction orders are lowered (down to a constant).",
+    )
     nIter: int = Field(default=3, description="PSF outlier-rejection iterations.")
     clipSigma: float = Field(default=4.0, description="PSF outlier threshold (robust sigma).")
     apertureRadius: float = Field(
@@ -76,6 +82,13 @@ def _mask_bits(names: list[str]) -> int:
         except KeyError:
             raise TaskError(f"unknown mask plane {name!r}") from None
     return bits
+
+
+def _affordable_order(order: int, n_stars: int, per_term: float) -> int:
+    """Highest order <= ``order`` with at least ``per_term`` stars per polynomial term."""
+    while order > 0 and n_stars < per_term * len(term_orders(order)):
+        order -= 1
+    return order
 
 
 class FinalizeCharacterizationTask(Task):
@@ -230,13 +243,14 @@ class FinalizeCharacterizationTask(Task):
             int(reserved_cand.sum()),
             idx.size,
         )
+        order = _affordable_order(cfg.spatialOrder, idx.size, cfg.minStarsPerTerm)
         bbox = exposure.bbox
         domain = (bbox.x0 - 0.5, bbox.y0 - 0.5, bbox.x1 + 0.5, bbox.y1 + 0.5)
         origin = (bbox.x0, bbox.y0)
         with self.timer("psfFit"):
             fit = fit_pixel_grid_psf(
                 exposure.image, exposure.variance, exposure.mask, origin, x[idx], y[idx], domain,
-                kernel_size=cfg.kernelSize, order=cfg.spatialOrder,
+                kernel_size=cfg.kernelSize, order=order,
                 bad_mask=_mask_bits(cfg.badMaskPlanes), min_stars=cfg.minPsfStars,
                 n_iter=cfg.nIter, clip_sigma=cfg.clipSigma,
             )  # fmt: skip
@@ -245,10 +259,11 @@ class FinalizeCharacterizationTask(Task):
         chi2 = np.full(len(src), np.nan)
         chi2[idx] = fit.chi2
         ap_idx = np.flatnonzero(candidate & ~reserved & (sn >= cfg.apCorrMinSn))
+        ap_order = _affordable_order(cfg.apCorrOrder, ap_idx.size, cfg.minStarsPerTerm)
         with self.timer("apCorr"):
             meas = measure_aperture_corrections(
                 exposure.image, exposure.variance, exposure.mask, origin, x[ap_idx], y[ap_idx],
-                fit.psf, domain, radius=cfg.apertureRadius, order=cfg.apCorrOrder,
+                fit.psf, domain, radius=cfg.apertureRadius, order=ap_order,
                 bad_mask=_mask_bits(cfg.badMaskPlanes), min_sn=cfg.apCorrMinSn,
                 n_sigma=cfg.apCorrClipSigma, n_iter=cfg.apCorrNIter,
             )  # fmt: skip
@@ -272,6 +287,8 @@ class FinalizeCharacterizationTask(Task):
         out["apcorr_used"] = apcorr_used
         out["visit"] = int(visit)
         out["detector"] = int(detector)
+        self.metadata[f"det{detector}_psfOrder"] = order
+        self.metadata[f"det{detector}_apCorrOrder"] = ap_order
         self.metadata[f"det{detector}_nPsfUsed"] = int(used.sum())
         self.metadata[f"det{detector}_nApCorrUsed"] = int(apcorr_used.sum())
         return fit.psf, meas.ap_corr_map, out

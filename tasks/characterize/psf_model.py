@@ -17,7 +17,7 @@ from astropy.io import fits
 
 from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
-from tasks.characterize.resample import fourier_shift_ramp
+from tasks.characterize.resample import fourier_shift_ramps
 from tasks.forcedphot.psf_flux import central_pixel
 from tasks.images.persistence import register_persistable
 from tasks.images.psf import Psf
@@ -133,7 +133,9 @@ class PixelGridPsf(Psf):
         # Fourier transforms of the coefficient images are computed once; each image
         # is then one inverse FFT of (basis · transforms) times a phase ramp.
         spectra = (basis @ self._spectra).reshape(x.size, k, k // 2 + 1)
-        spectra *= fourier_shift_ramp(k, x - central_pixel(x), y - central_pixel(y))
+        ry, rx = fourier_shift_ramps(k, x - central_pixel(x), y - central_pixel(y))
+        spectra *= ry[:, :, None]
+        spectra *= rx[:, None, :]
         images = np.fft.irfft2(spectra, s=(k, k))
         return images / images.sum(axis=(1, 2))[:, None, None]
 

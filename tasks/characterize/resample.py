@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["fft_shift_stamps", "fourier_shift_ramp"]
+__all__ = ["fft_shift_stamps", "fourier_shift_ramps"]
 
 
 def fft_shift_stamps(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
@@ -33,19 +33,28 @@ def fft_shift_stamps(stamps: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.n
     shifted : `numpy.ndarray`, same shape as ``stamps``
     """
     stamps = np.asarray(stamps, dtype=np.float64)
-    ramp = fourier_shift_ramp(stamps.shape[-1], dx, dy)
-    return np.fft.irfft2(np.fft.rfft2(stamps) * ramp, s=stamps.shape[-2:])
+    ry, rx = fourier_shift_ramps(stamps.shape[-1], dx, dy)
+    spectra = np.fft.rfft2(stamps)
+    spectra *= ry[:, :, None]
+    spectra *= rx[:, None, :]
+    return np.fft.irfft2(spectra, s=stamps.shape[-2:])
 
 
-def fourier_shift_ramp(m: int, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """Phase ramps moving ``m x m`` images by ``(dx, dy)``, for their ``rfft2`` spectra.
+def fourier_shift_ramps(m: int, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """1-D phase ramps moving ``m x m`` images by ``(dx, dy)``, for their ``rfft2`` spectra.
+
+    The 2-D ramp is ``ry[:, :, None] * rx[:, None, :]``; multiplying by the
+    two factors in place avoids building it.
 
     Returns
     -------
-    ramp : `numpy.ndarray` of complex, shape ``(n, m, m // 2 + 1)``
+    ry : `numpy.ndarray` of complex, shape ``(n, m)``
+        Ramps along y (the full-FFT axis).
+    rx : `numpy.ndarray` of complex, shape ``(n, m // 2 + 1)``
+        Ramps along x (the half-spectrum axis).
     """
     dx = np.atleast_1d(np.asarray(dx, dtype=np.float64))
     dy = np.atleast_1d(np.asarray(dy, dtype=np.float64))
     ry = np.exp(-2j * np.pi * np.fft.fftfreq(m)[None, :] * dy[:, None])
     rx = np.exp(-2j * np.pi * np.fft.rfftfreq(m)[None, :] * dx[:, None])
-    return ry[:, :, None] * rx[:, None, :]
+    return ry, rx

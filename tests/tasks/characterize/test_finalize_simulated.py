@@ -1,0 +1,65 @@
+"""Final characterization on a detector from the survey simulator (tasks.simulate).
+
+The ``src`` table stands in for the detection step: the simulator's true
+positions with a measured aperture flux.  The exposure carries the
+simulator's own PSF, which is the truth the fitted model is compared with.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.characterize import FinalizeCharacterizationTask
+from tasks.characterize.aperture import aperture_flux
+from tasks.characterize.psf_model import adaptive_moments
+from tasks.simulate import SimulationConfig, simulate_survey
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    cfg = SimulationConfig.tiny(
+        seed=11, n_visits=1, detector_size=(800, 800), n_static=900, n_variable=0,
+        n_transient=0, n_sso=0,
+    )  # fmt: skip
+    truth = simulate_survey(cfg, tmp_path_factory.mktemp("sim"))
+    layout = truth.layout
+    visit = layout.visits()[0]
+    detector = layout.detectors(visit)[0]
+    exposure = layout.read_exposure(visit, detector)
+    sources = truth.sources
+    sources = sources[(sources["visit"] == visit) & (sources["detector"] == detector)]
+    x, y = sources["x"].to_numpy(), sources["y"].to_numpy()
+    origin = (exposure.bbox.x0, exposure.bbox.y0)
+    ap = aperture_flux(exposure.image, exposure.variance, exposure.mask, origin, x, y, 6.0)
+    src = pd.DataFrame(
+        {"x": x, "y": y, "psfFlux": ap.flux, "psfFluxErr": ap.flux_err,
+         "snr": ap.flux / ap.flux_err}
+    )  # fmt: skip
+    tracts = layout.isolated_star_tracts()
+    cats = {t: layout.read_isolated_star_cat(t) for t in tracts}
+    srcs = {t: layout.read_isolated_star_sources(t) for t in tracts}
+    return visit, detector, exposure, src, cats, srcs
+
+
+def test_fit_matches_the_simulated_psf(simulated):
+    visit, detector, exposure, src, cats, srcs = simulated
+    task = FinalizeCharacterizationTask()
+    res = task.run(visit, exposure.band, cats, srcs, {detector: src}, {detector: exposure})
+    row = res.psf_ap_corr_cat.iloc[0]
+    assert row["psf_ok"], row["reason"]
+    assert row["n_used"] >= 8 and row["n_reserved"] >= 1
+    psf = res.psfs[detector]
+    xs = np.array([100.0, 400, 700, 100, 700, 400])
+    ys = np.array([100.0, 400, 700, 700, 100, 650])
+    kernels = np.stack(
+        [exposure.psf.compute_kernel_image(a, b) for a, b in zip(xs, ys, strict=True)]
+    )
+    true_w = np.sqrt(adaptive_moments(kernels)[:, :2].mean(axis=1))
+    assert np.max(np.abs(psf.sigma(xs, ys) / true_w - 1)) < 0.05
+    # the simulator's PSF has little light beyond the model grid: corrections near 1
+    assert np.all(np.abs(res.ap_corr_maps[detector].evaluate(xs, ys) - 1) < 0.03)
+    # PSF fluxes of the used stars, aperture-corrected, match their 12-px aperture fluxes
+    out = res.output_table
+    used = out["apcorr_used"].to_numpy()
+    ratio = out["apFlux_instFlux"] / (out["base_PsfFlux_instFlux"] * out["base_PsfFlux_apCorr"])
+    assert abs(np.median(ratio[used]) - 1) < 0.01
