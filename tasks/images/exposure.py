@@ -124,9 +124,9 @@ class Exposure:
         wcs = self._require_wcs()
         ra = np.asarray(ra, dtype=float)
         dec = np.asarray(dec, dtype=float)
-        x, y = (
-            wcs.all_world2pix(ra, dec, 0) if wcs.sip is not None else wcs.wcs_world2pix(ra, dec, 0)
-        )
+        # the iterative inverse is only needed when there are distortions
+        convert = wcs.all_world2pix if wcs.has_distortion else wcs.wcs_world2pix
+        x, y = convert(ra, dec, 0)
         return np.asarray(x), np.asarray(y)
 
     def pixel_to_sky(
