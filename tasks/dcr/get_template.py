@@ -68,6 +68,12 @@ class GetDcrTemplateConfig(TaskConfig):
     templateBorderSize: int = Field(
         20, ge=0, description="Pixels added on every side of the detector box for the template."
     )
+    cropMargin: int = Field(
+        32,
+        ge=8,
+        description="Pixels kept around the detector outline when a patch is cropped before "
+        "the DCR shifts and the warp (must exceed the largest DCR shift plus 4).",
+    )
     mappingSpacing: int = Field(
         64, ge=4, description="Spacing (pixels) of the exact WCS mapping grid used by the warper."
     )
@@ -117,17 +123,36 @@ class GetDcrTemplateTask(Task):
         keep = []
         for ref in refs:
             px, py = ref.wcs.all_world2pix(ra, dec, 0)
-            if np.any(ref.bbox.contains(px, py)):
-                keep.append(ref)
-                continue
-            corners = _outline(ref.bbox)
-            pra, pdec = ref.wcs.all_pix2world(corners[:, 0], corners[:, 1], 0)
-            dx, dy = wcs.all_world2pix(pra, pdec, 0)
-            if np.any(bbox.contains(dx, dy)):
-                keep.append(ref)
+            overlaps = bool(np.any(ref.bbox.contains(px, py)))
+            if not overlaps:
+                corners = _outline(ref.bbox)
+                pra, pdec = ref.wcs.all_pix2world(corners[:, 0], corners[:, 1], 0)
+                dx, dy = wcs.all_world2pix(pra, pdec, 0)
+                overlaps = bool(np.any(bbox.contains(dx, dy)))
+            if overlaps:
+                keep.append(self._cropped(ref, px, py))
         if not keep:
             raise NoWorkFound(f"no DCR coadd patch overlaps the detector box {inputs['bbox']}")
         return Struct(coaddExposureRefs=keep, dataIds=[ref.dataId for ref in keep])
+
+    def _cropped(self, ref: CoaddRef, px: np.ndarray, py: np.ndarray) -> CoaddRef:
+        """Restrict a reference to the part of its patch under the detector outline.
+
+        The DCR shifts and the warp then only process the pixels the template
+        needs; the margin covers the largest DCR shift and the interpolation
+        support.
+        """
+        margin = self.config.cropMargin
+        crop = Box2I.from_corners(
+            int(np.floor(np.min(px))) - margin,
+            int(np.floor(np.min(py))) - margin,
+            int(np.ceil(np.max(px))) + margin,
+            int(np.ceil(np.max(py))) + margin,
+        ).intersection(ref.bbox)
+        if crop is None or crop == ref.bbox:
+            return ref
+        loader = ref.loader
+        return CoaddRef(ref.dataId, crop, ref.wcs, lambda: loader().subset(crop))
 
     def checkPatchList(self, patchList: Mapping[Hashable, Sequence[Hashable]]) -> None:
         """Check that every patch has all of its sub-filters.

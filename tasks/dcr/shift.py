@@ -47,6 +47,63 @@ def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> n
     return filled
 
 
+def _bspline3(x: np.ndarray) -> np.ndarray:
+    """Cubic B-spline kernel."""
+    ax = np.abs(x)
+    return np.where(
+        ax < 1.0, 2.0 / 3.0 - ax**2 + 0.5 * ax**3, np.where(ax < 2.0, (2.0 - ax) ** 3 / 6.0, 0.0)
+    )
+
+
+def _taps(shift: float) -> tuple[int, np.ndarray, np.ndarray]:
+    """Integer part, source offsets and weights of a uniform cubic-spline shift.
+
+    ``out[i] = sum_m w[m] * c[i + offsets[m]]`` for spline coefficients ``c``.
+    """
+    n = int(np.floor(shift))
+    t = shift - n
+    m = np.arange(-2, 2)
+    weights = _bspline3(-t - m)
+    keep = weights > 1e-12
+    return n, (m - n)[keep], weights[keep]
+
+
+def _shift_axis(coeff: np.ndarray, shift: float, axis: int, fill: float) -> np.ndarray:
+    """Apply a uniform shift along one axis to spline coefficients (or OR a boolean)."""
+    _, offsets, weights = _taps(shift)
+    size = coeff.shape[axis]
+    if coeff.dtype == bool:
+        out = np.zeros_like(coeff)
+        combine = np.logical_or
+    else:
+        out = np.zeros(coeff.shape, dtype=np.float64)
+    for off, w in zip(offsets, weights, strict=True):
+        dst = [slice(None)] * coeff.ndim
+        src = [slice(None)] * coeff.ndim
+        # out[i] += w * c[i + off] for 0 <= i + off < size
+        dst[axis] = slice(max(-off, 0), min(size - off, size))
+        src[axis] = slice(max(off, 0), min(size + off, size))
+        if dst[axis].start >= dst[axis].stop:
+            continue
+        if coeff.dtype == bool:
+            combine(out[tuple(dst)], coeff[tuple(src)], out=out[tuple(dst)])
+        else:
+            out[tuple(dst)] += w * coeff[tuple(src)]
+        if fill:  # the part of the support that falls outside the image
+            edge = [slice(None)] * coeff.ndim
+            if off > 0:
+                edge[axis] = slice(size - off, size)
+            elif off < 0:
+                edge[axis] = slice(0, -off)
+            else:
+                continue
+            if coeff.dtype == bool:
+                out[tuple(edge)] = True
+            else:
+                out[tuple(edge)] += w * fill
+    return out
+
+
 def shift_image(
     image: np.ndarray,
     dy: float,
@@ -56,6 +113,10 @@ def shift_image(
     """Shift an image by a sub-pixel offset with a cubic spline (zero fill outside).
 
     The content at array position ``(i, j)`` moves to ``(i + dy, j + dx)``.
+    This equals ``scipy.ndimage.shift(image, (dy, dx), order=3)`` away from the
+    edges, computed separably: the spline prefilter (``spline_filter1d``)
+    along each axis, then the four B-spline taps of the (uniform) shift,
+    which are the same for every pixel.
 
     Parameters
     ----------
@@ -71,24 +132,22 @@ def shift_image(
     shifted : `numpy.ndarray` (float64)
         Shifted image; 0 where the bad mask is set.
     shifted_bad : `numpy.ndarray` of `bool`
-        Output pixels whose value depends on a missing input pixel (or came
-        from outside the image).
+        Output pixels whose interpolation support (the four taps along each
+        axis) touched a missing input pixel, or came from outside the image;
+        beyond that support the ringing of the filled value is negligible.
     """
     image = np.asarray(image)
     missing = ~np.isfinite(image)
     if bad is not None:
         missing |= bad
     filled = fill_bad_pixels(image, missing)
-    shifted = ndimage.shift(filled, (dy, dx), order=3, mode="grid-constant", cval=0.0)
-    # Any output pixel within one pixel of the (bilinear) footprint of a missing
-    # input pixel is flagged: beyond that the spline's ringing from the filled
-    # value is below 5 % of the local error made by the fill.
-    outside = np.ones_like(missing)
-    outside[1:-1, 1:-1] = False  # the border pixels' spline support leaves the image
-    source_bad = ndimage.binary_dilation(missing, iterations=1) | outside
-    moved = ndimage.shift(
-        source_bad.astype(np.float32), (dy, dx), order=1, mode="grid-constant", cval=1.0
-    )
-    shifted_bad = moved > 1e-3
+    coeff = ndimage.spline_filter1d(filled, order=3, axis=0, mode="mirror")
+    coeff = ndimage.spline_filter1d(coeff, order=3, axis=1, mode="mirror")
+    shifted = _shift_axis(_shift_axis(coeff, dy, 0, 0.0), dx, 1, 0.0)
+    source_bad = missing.copy()
+    # the border pixels' spline support leaves the image
+    source_bad[0, :] = source_bad[-1, :] = True
+    source_bad[:, 0] = source_bad[:, -1] = True
+    shifted_bad = _shift_axis(_shift_axis(source_bad, dy, 0, True), dx, 1, True)
     shifted[shifted_bad] = 0.0
     return shifted, shifted_bad
