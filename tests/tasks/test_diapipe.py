@@ -371,3 +371,53 @@ def test_bad_input_is_refused_before_anything_is_written(processed):
     with pytest.raises(DiaPipelineError, match="band"):
         task.run(v["sources"].assign(band="q"), v["diffim"], v["exposure"], None, apdb)
     assert apdb.row_counts() == before
+
+
+def test_flagged_and_empty_visits(processed):
+    survey, apdb, results, _ = processed
+    last = survey.visits[-1]
+    rng = np.random.default_rng(4)
+    known = results[-1].diaObjects.iloc[0]
+    mjd = last["time"].mjd + 1.0
+    exposure, diffim = make_exposure(5000, "r", mjd, RA0, DEC0, rng)
+    # two positions at least 3" from every known DiaObject
+    objects = apdb.get_dia_objects(Cone(RA0, DEC0, 0.1))
+    cand_ra = RA0 + rng.uniform(-30, 30, 200) * ARCSEC
+    cand_dec = DEC0 + rng.uniform(-30, 30, 200) * ARCSEC
+    sep = np.hypot(
+        (cand_ra[:, None] - objects["ra"].to_numpy()[None, :]) * np.cos(np.radians(DEC0)),
+        cand_dec[:, None] - objects["dec"].to_numpy()[None, :],
+    ).min(axis=1)
+    free = np.flatnonzero(sep > 3 * ARCSEC)[:2]
+    ra = np.concatenate(([known["ra"]], cand_ra[free]))
+    dec = np.concatenate(([known["dec"]], cand_dec[free]))
+    x, y = exposure.sky_to_pixel(ra, dec)
+    sources = pd.DataFrame(
+        {
+            "diaSourceId": make_ids(5000, DETECTOR, 3),
+            "ra": ra,
+            "dec": dec,
+            "x": x,
+            "y": y,
+            "psfFlux": [100.0, 200.0, 300.0],
+            "psfFluxErr": 10.0,
+            "bboxSize": 21,
+            "pixelFlags_saturatedCenter": [True, True, False],
+        }
+    )
+    result = DiaPipelineTask().run(sources, diffim, exposure, None, apdb)
+    # flagged but associated: kept; flagged and new: dropped; unflagged new: a new object
+    assert result.nUpdatedDiaObjects == 1
+    assert result.nNewDiaObjects == 1
+    assert result.droppedDiaSources["diaSourceId"].tolist() == [sources["diaSourceId"][1]]
+    assert sorted(result.associatedDiaSources["diaSourceId"]) == sorted(
+        sources["diaSourceId"][[0, 2]]
+    )
+    assert result.nAssociatedSsObjects == 0 and result.nTotalSsObjects == 0
+    # a visit with no DiaSources: nothing associated, forced photometry still runs
+    exposure, diffim = make_exposure(5001, "g", mjd + 1.0, RA0, DEC0, rng)
+    empty = sources.iloc[:0]
+    result = DiaPipelineTask().run(empty, diffim, exposure, None, apdb)
+    assert result.nNewDiaObjects == 0 and len(result.associatedDiaSources) == 0
+    assert result.nDiaForcedSources > 100
+    assert apdb.contains_visit_detector(5001, DETECTOR)
