@@ -20,136 +20,29 @@ from astropy.wcs import WCS
 
 from tasks.base import Struct
 from tasks.data_layout import DataLayout, visit_info_to_row
-from tasks.images.calib import PhotoCalib
-from tasks.images.geom import Box2I
-from tasks.images.psf import DoubleGaussianPsf
+from tasks.images.psf import nearest_pixel
 from tasks.images.visit_info import VisitInfo
-from tasks.images.wcs_utils import make_tan_wcs, sky_direction_in_pixels
+from tasks.images.wcs_utils import sky_direction_in_pixels
 from tasks.simulate.coadds import render_patch_coadds
 from tasks.simulate.config import SimulationConfig
+from tasks.simulate.geometry import (
+    STREAMS,
+    detector_bbox,
+    detector_psf,
+    detector_wcs,
+    make_skymap,
+    seeded_rng,
+    visit_calibration,
+)
 from tasks.simulate.isolated import find_isolated_stars, isolated_star_tables
 from tasks.simulate.observing import PlannedVisit, plan_visits
 from tasks.simulate.refraction import sed_dcr_shift
 from tasks.simulate.render import render_exposure
 from tasks.simulate.sources import make_objects, object_fluxes, object_positions
-from tasks.skymap import SkyMap, SkyMapConfig
 
-__all__ = [
-    "simulate_survey",
-    "detector_bbox",
-    "detector_wcs",
-    "detector_psf",
-    "visit_calibration",
-    "make_skymap",
-]
+__all__ = ["simulate_survey"]
 
 log = logging.getLogger(__name__)
-
-_STREAMS = {"plan": 0, "objects": 1, "ssp": 2, "coadds": 3, "psf": 4}
-
-
-def _rng(config: SimulationConfig, *key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([config.seed, *key]))
-
-
-def detector_bbox(config: SimulationConfig) -> Box2I:
-    """Box of every detector (its own parent coordinates)."""
-    return Box2I(0, 0, *config.detector_size)
-
-
-def _detector_offset(config: SimulationConfig, detector: int) -> float:
-    width = config.detector_size[0]
-    return (detector - (config.n_detectors - 1) / 2.0) * (width + config.detector_gap)
-
-
-def detector_wcs(config: SimulationConfig, visit_info: VisitInfo, detector: int) -> WCS:
-    """TAN WCS of a detector: detectors sit in a row along the focal-plane x axis."""
-    width, height = config.detector_size
-    crpix = ((width - 1) / 2.0 - _detector_offset(config, detector), (height - 1) / 2.0)
-    return make_tan_wcs(
-        visit_info.boresight_ra,
-        visit_info.boresight_dec,
-        crpix,
-        config.pixel_scale,
-        visit_info.rotator_angle,
-    )
-
-
-def detector_psf(
-    config: SimulationConfig, planned: PlannedVisit, detector: int
-) -> DoubleGaussianPsf:
-    """PSF of a visit/detector: a double Gaussian whose width varies over the focal plane."""
-    rng = _rng(config, _STREAMS["psf"], planned.visit_info.visit_id)
-    angle = rng.uniform(0, 2 * np.pi)
-    width, height = config.detector_size
-    sigma = planned.seeing_fwhm / 2.3548 / config.pixel_scale
-    g = config.psf_gradient
-    return DoubleGaussianPsf(
-        sigma,
-        wing_ratio=2.0,
-        wing_fraction=0.1,
-        center=((width - 1) / 2.0 - _detector_offset(config, detector), (height - 1) / 2.0),
-        scale=width / 2.0,
-        gradient=(g * math.cos(angle), g * math.sin(angle)),
-        curvature=g / 2.0 / max(1.0, config.n_detectors / 2.0) ** 2,
-    )
-
-
-def visit_calibration(config: SimulationConfig, visit_info: VisitInfo) -> PhotoCalib:
-    """Calibration of a visit: extinction of 0.1 mag per airmass makes counts dearer."""
-    mean = config.calibration * 10 ** (0.4 * 0.1 * (visit_info.airmass - 1.0))
-    return PhotoCalib(mean, 0.005 * mean)
-
-
-def make_skymap(config: SimulationConfig, footprints: list[tuple[np.ndarray, np.ndarray]]):
-    """Build a one-tract sky map centred on the field that covers every footprint.
-
-    Returns
-    -------
-    skymap : `SkyMap`
-    coverage : `Box2I`
-        Union of the footprints in tract pixel coordinates.
-    """
-    probe = SkyMap(
-        SkyMapConfig(
-            tract_centers=[(config.ra, config.dec)],
-            num_patches=(1, 1),
-            pixel_scale=config.pixel_scale,
-            patch_inner_size=(1, 1),
-            patch_border=0,
-        )
-    )[0]
-    xs, ys = [], []
-    for ra, dec in footprints:
-        x, y = probe.wcs.wcs_world2pix(ra, dec, 0)
-        xs.append(x - probe.bbox.center[0])
-        ys.append(y - probe.bbox.center[1])
-    half_x = float(np.max(np.abs(np.concatenate(xs)))) + 2
-    half_y = float(np.max(np.abs(np.concatenate(ys)))) + 2
-    if config.patch_inner_size is None:
-        size = (int(math.ceil(half_x / 50.0) * 100), int(math.ceil(half_y / 50.0) * 100))
-        num = (1, 1)
-    else:
-        size = config.patch_inner_size
-        num = (int(math.ceil(2 * half_x / size[0])), int(math.ceil(2 * half_y / size[1])))
-    skymap = SkyMap(
-        SkyMapConfig(
-            tract_centers=[(config.ra, config.dec)],
-            pixel_scale=config.pixel_scale,
-            patch_inner_size=size,
-            patch_border=config.patch_border,
-            num_patches=num,
-        )
-    )
-    tract = skymap[0]
-    cx, cy = tract.bbox.center
-    coverage = Box2I.from_corners(
-        int(math.floor(cx - half_x)),
-        int(math.floor(cy - half_y)),
-        int(math.ceil(cx + half_x)),
-        int(math.ceil(cy + half_y)),
-    )
-    return skymap, coverage
 
 
 def _visit_sources(
@@ -194,12 +87,48 @@ def _visit_sources(
     )
 
 
+_TRAIL_POINTS = 9
+
+
+def _trailed(
+    src: pd.DataFrame, objects: pd.DataFrame, info: VisitInfo, wcs: WCS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions and fluxes to render: each SSO becomes a trail of points over the exposure.
+
+    A Solar System object moves during the exposure (0.6″ in 30 s at 0.5 deg/day),
+    so its light is spread evenly over ``_TRAIL_POINTS`` positions between its
+    places at the start and the end of the exposure; the truth keeps the midpoint.
+    """
+    x = src["x"].to_numpy()
+    y = src["y"].to_numpy()
+    flux = src["flux"].to_numpy()
+    sso = src["kind"].to_numpy() == "sso"
+    if not sso.any():
+        return x, y, flux
+    moving = objects.set_index("objectId").loc[src["objectId"].to_numpy()[sso]].reset_index()
+    half = 0.5 * info.exposure_time / 86400.0
+    ends = []
+    for dt in (-half, half):
+        ra, dec = object_positions(moving, info.midpoint_mjd_tai + dt)
+        ex, ey = wcs.wcs_world2pix(ra, dec, 0)
+        ends.append((ex + src["dcrShiftX"].to_numpy()[sso], ey + src["dcrShiftY"].to_numpy()[sso]))
+    frac = np.linspace(0.0, 1.0, _TRAIL_POINTS)
+    tx = ends[0][0][:, None] + frac[None, :] * (ends[1][0] - ends[0][0])[:, None]
+    ty = ends[0][1][:, None] + frac[None, :] * (ends[1][1] - ends[0][1])[:, None]
+    tf = np.repeat(flux[sso][:, None] / _TRAIL_POINTS, _TRAIL_POINTS, axis=1)
+    return (
+        np.concatenate([x[~sso], tx.ravel()]),
+        np.concatenate([y[~sso], ty.ravel()]),
+        np.concatenate([flux[~sso], tf.ravel()]),
+    )
+
+
 def _ss_predictions(
     config: SimulationConfig, objects: pd.DataFrame, info: VisitInfo, radius_deg: float
 ) -> pd.DataFrame:
     sso = objects[objects["kind"] == "sso"]
     ra, dec = object_positions(sso, info.midpoint_mjd_tai)
-    rng = _rng(config, _STREAMS["ssp"], info.visit_id)
+    rng = seeded_rng(config, STREAMS["ssp"], info.visit_id)
     err = config.sso_prediction_error / 3600.0
     pra = ra + rng.normal(0, err, ra.size) / np.cos(np.radians(dec))
     pdec = dec + rng.normal(0, err, dec.size)
@@ -247,7 +176,7 @@ def simulate_survey(
     """
     config = config if config is not None else SimulationConfig()
     layout = DataLayout(root) if root is not None else None
-    planned = plan_visits(config, _rng(config, _STREAMS["plan"]))
+    planned = plan_visits(config, seeded_rng(config, STREAMS["plan"]))
     bbox = detector_bbox(config)
     wcss = {
         (p.visit_info.visit_id, d): detector_wcs(config, p.visit_info, d)
@@ -264,7 +193,7 @@ def simulate_survey(
         ra, dec = tract.wcs.wcs_pix2world(xs, ys, 0)
         return ra % 360.0, dec
 
-    rng_obj = _rng(config, _STREAMS["objects"])
+    rng_obj = seeded_rng(config, STREAMS["objects"])
     times = np.array([p.visit_info.midpoint_mjd_tai for p in planned])
     objects = make_objects(rng_obj, config, sample_positions, times)
     slopes = objects["sedSlope"].to_numpy()
@@ -293,17 +222,18 @@ def simulate_survey(
             wcs = wcss[(info.visit_id, det)]
             src = _visit_sources(config, objects, p, det, wcs, ra, dec, flux, dcr)
             psf = detector_psf(config, p, det)
+            rx, ry, rflux = _trailed(src, objects, info, wcs)
             result = render_exposure(
                 bbox,
                 wcs,
                 psf,
-                src["x"].to_numpy(),
-                src["y"].to_numpy(),
-                src["flux"].to_numpy(),
+                rx,
+                ry,
+                rflux,
                 photo_calib=calib,
                 sky=sky,
                 read_noise=config.read_noise,
-                rng=_rng(config, 100, info.visit_id, det),
+                rng=seeded_rng(config, STREAMS["noise"], info.visit_id, det),
                 saturation=config.saturation,
                 n_bad_columns=config.n_bad_columns,
                 n_cosmic_rays=config.n_cosmic_rays,
@@ -311,8 +241,12 @@ def simulate_survey(
                 detector=det,
             )
             src["instFlux"] = calib.nanojansky_to_instflux(src["flux"].to_numpy())
-            src["saturated"] = result.source_saturated
             on = np.asarray(bbox.contains(src["x"].to_numpy(), src["y"].to_numpy()))
+            saturated = np.zeros(len(src), dtype=bool)
+            rows = nearest_pixel(src["y"].to_numpy()[on]) - bbox.y0
+            cols = nearest_pixel(src["x"].to_numpy()[on]) - bbox.x0
+            saturated[on] = result.defects.saturated[rows, cols]
+            src["saturated"] = saturated
             truth_rows.append(src[on])
             if layout is not None:
                 layout.write_exposure(result.exposure)
@@ -329,7 +263,7 @@ def simulate_survey(
     objects["isIsolated"] = objects["objectId"].isin(isolated_ids)
 
     if layout is not None:
-        rng_coadd = _rng(config, _STREAMS["coadds"])
+        rng_coadd = seeded_rng(config, STREAMS["coadds"])
         patches = [pi for pi in tract.patches() if pi.outer_bbox.intersection(coverage) is not None]
         for band in dict.fromkeys(config.bands):
             for pi in patches:

@@ -238,3 +238,24 @@ def test_same_seed_same_survey_and_in_memory_mode():
     pd.testing.assert_frame_equal(a.sources, b.sources)
     c = simulate_survey(cfg.model_copy(update={"seed": 4}))
     assert not np.array_equal(a.exposures[key].image, c.exposures[key].image)
+
+
+def test_moving_objects_are_trailed_over_the_exposure(survey):
+    from tasks.simulate.geometry import detector_wcs
+    from tasks.simulate.survey import _trailed
+
+    truth, layout = survey
+    src = truth.sources[truth.sources["kind"] == "sso"]
+    visit = int(src["visit"].iloc[0])
+    rows = src[src["visit"] == visit].reset_index(drop=True)
+    info = layout.read_visit_info(visit)
+    x, y, flux = _trailed(rows, truth.objects, info, detector_wcs(CONFIG, info, 0))
+    n = len(rows)
+    tx, ty, tf = x[-9 * n :].reshape(n, 9), y[-9 * n :].reshape(n, 9), flux[-9 * n :].reshape(n, 9)
+    np.testing.assert_allclose(tf.sum(axis=1), rows["flux"])
+    # the trail is centred on the truth position and as long as rate * exposure time
+    np.testing.assert_allclose(tx[:, 4], rows["x"], atol=1e-3)
+    np.testing.assert_allclose(ty[:, 4], rows["y"], atol=1e-3)
+    rate = truth.objects.set_index("objectId").loc[rows["objectId"], "rate"].to_numpy()
+    length = np.hypot(tx[:, -1] - tx[:, 0], ty[:, -1] - ty[:, 0]) * CONFIG.pixel_scale
+    np.testing.assert_allclose(length, rate * 3600 * info.exposure_time / 86400, rtol=1e-3)
