@@ -10,6 +10,7 @@ positions plus 0.1" Gaussian noise per axis (what association consumes).
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 
 import astropy.units as u
@@ -18,7 +19,7 @@ import pandas as pd
 import pytest
 from astropy.time import Time
 
-from apdb.apdb import Apdb
+from apdb import Apdb
 from apdb.sky import Cone
 from tasks.association.diaobject_stats import BANDS
 from tasks.diapipe import DiaPipelineError, DiaPipelineTask, VisitAlreadyStoredError
@@ -171,22 +172,27 @@ def make_survey(n_visits=10, seed=11) -> Survey:
     return survey
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def apdb_url(request, tmp_path_factory):
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def survey_apdb_url(request, tmp_path_factory):
+    """An empty APDB for the whole module on each backend (the conftest's servers)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('apdb')}/apdb.sqlite3"
+        path = tmp_path_factory.mktemp("diapipe") / "apdb.sqlite3"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite:///{path}"
         return
-    from apdb.testing import TemporaryPostgres
-
-    with TemporaryPostgres() as pg:
-        yield pg.create_database("diapipe_test")
+    server = request.getfixturevalue("postgres_server")
+    template = request.getfixturevalue("postgres_template")
+    yield server.create_database("diapipe_survey", template=template)
+    server.drop_database("diapipe_survey")
 
 
 @pytest.fixture(scope="module")
-def processed(apdb_url):
+def processed(survey_apdb_url):
     """Run the whole survey through DiaPipelineTask once per backend."""
     survey = make_survey()
-    apdb = Apdb.create(apdb_url)
+    apdb = Apdb.from_url(survey_apdb_url)
     task = DiaPipelineTask()
     results = []
     for v in survey.visits:

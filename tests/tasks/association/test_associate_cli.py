@@ -73,9 +73,9 @@ def write_layout(root):
     return sources
 
 
-def test_associate_stores_a_visit_and_refuses_a_rerun(tmp_path, capsys):
+def test_associate_stores_a_visit_and_refuses_a_rerun(tmp_path, capsys, apdb_url):
     sources = write_layout(tmp_path / "data")
-    url = f"sqlite:///{tmp_path}/apdb.sqlite3"
+    url = apdb_url
     argv = [
         "associate",
         str(tmp_path / "data"),
