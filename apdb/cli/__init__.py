@@ -1,0 +1,57 @@
+"""Command line of the APDB engine: ``apdb SUBCOMMAND``.
+
+This file only dispatches.  A subcommand module exposes
+``configure_parser(parser)`` and ``main(args) -> int``; add a command by
+adding one line to `SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from apdb.errors import ApdbError
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+# subcommand name -> (module, one-line help); imported lazily.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "create": ("apdb.cli.create", "Create an APDB (schema at the newest revision)."),
+    "upgrade": ("apdb.cli.upgrade", "Upgrade the schema of an APDB (default: to head)."),
+    "downgrade": ("apdb.cli.downgrade", "Downgrade the schema of an APDB to a revision."),
+    "current": ("apdb.cli.current", "Print the schema revision of an APDB."),
+    "history": ("apdb.cli.history", "List the schema revisions this package ships."),
+    "info": ("apdb.cli.info", "Print row counts, schema revision and frozen config."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every subcommand that can be imported."""
+    parser = argparse.ArgumentParser(prog="apdb", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and module_name.startswith(exc.name):
+                continue  # that command is not built yet
+            raise
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(sub_parser)
+        sub_parser.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 on an APDB error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._module.main(args) or 0)
+    except ApdbError as exc:
+        print(f"apdb {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""``apdb downgrade``: migrate an APDB back to a revision."""
+
+from __future__ import annotations
+
+import argparse
+
+from apdb.cli._common import add_database_args, engine_from_args
+
+__all__ = ["configure_parser", "main"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``apdb downgrade``."""
+    add_database_args(parser, required=True)
+    parser.add_argument("revision", help="target revision ('base' removes every table)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Downgrade and print the new revision."""
+    from apdb import migrate
+
+    engine = engine_from_args(args)
+    try:
+        with engine.begin() as conn:
+            before = migrate.current_revision(conn)
+            migrate.downgrade(conn, args.revision)
+            after = migrate.current_revision(conn)
+    finally:
+        engine.dispose()
+    print(f"downgraded {before} -> {after}")
+    return 0

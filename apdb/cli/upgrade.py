@@ -1,0 +1,33 @@
+"""``apdb upgrade``: migrate an APDB forward."""
+
+from __future__ import annotations
+
+import argparse
+
+from apdb.cli._common import add_database_args, engine_from_args
+
+__all__ = ["configure_parser", "main"]
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``apdb upgrade``."""
+    add_database_args(parser, required=True)
+    parser.add_argument(
+        "revision", nargs="?", default="head", help="target revision (default: head)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Upgrade and print the new revision."""
+    from apdb import migrate
+
+    engine = engine_from_args(args)
+    try:
+        with engine.begin() as conn:
+            before = migrate.current_revision(conn)
+            migrate.upgrade(conn, args.revision)
+            after = migrate.current_revision(conn)
+    finally:
+        engine.dispose()
+    print(f"upgraded {before} -> {after}")
+    return 0

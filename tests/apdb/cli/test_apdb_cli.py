@@ -1,0 +1,58 @@
+"""The ``apdb`` command line: each subcommand works, has help and is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from apdb.cli import SUBCOMMANDS, build_parser, main
+
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def test_every_command_has_help_and_is_in_the_readme():
+    parser = build_parser()
+    text = README.read_text()
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        assert help_text.strip()
+        assert f"apdb {name}" in text, f"README does not show `apdb {name}`"
+    assert parser.parse_args(["history"]).command == "history"
+
+
+def test_create_current_info_downgrade_upgrade(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/cli.sqlite3"
+    config_file = tmp_path / "apdb.yaml"
+    assert main(["create", url, "--write-config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "schema revision 0002" in out and "DiaObject" in out
+    assert config_file.exists()
+
+    assert main(["current", url]) == 0
+    assert capsys.readouterr().out.strip() == "0002 (head)"
+
+    assert main(["info", "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "config:sky.index_order: 29" in out and "DiaSource" in out
+
+    assert main(["downgrade", url, "0001"]) == 0
+    assert "0002 -> 0001" in capsys.readouterr().out
+    # Opening a non-head database fails with a clear message and status 2.
+    assert main(["info", url]) == 2
+    assert "run `apdb upgrade`" in capsys.readouterr().err
+    assert main(["upgrade", url]) == 0
+    assert "0001 -> 0002" in capsys.readouterr().out
+    assert main(["history"]) == 0
+    assert "base -> 0001" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("APDB_URL", raising=False)
+    assert main(["info"]) == 2
+    assert "give a database URL" in capsys.readouterr().err
+    assert main(["create", f"sqlite:///{tmp_path}/x.sqlite3"]) == 0
+    assert main(["create", f"sqlite:///{tmp_path}/x.sqlite3"]) == 2
+    assert "already holds an APDB" in capsys.readouterr().err
+    assert main(["info", "mysql://nobody@nowhere/db"]) == 2
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])
