@@ -74,7 +74,7 @@ def isolated_star_tables(
         }
     )
     counts = np.bincount(sources["obj_index"].to_numpy(), minlength=len(star_ids))
-    first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    first = (np.cumsum(counts) - counts).astype(np.int64)
     cat = pd.DataFrame(
         {
             "isolated_star_id": np.asarray(star_ids, dtype=np.int64),

@@ -259,3 +259,17 @@ def test_moving_objects_are_trailed_over_the_exposure(survey):
     rate = truth.objects.set_index("objectId").loc[rows["objectId"], "rate"].to_numpy()
     length = np.hypot(tx[:, -1] - tx[:, 0], ty[:, -1] - ty[:, 0]) * CONFIG.pixel_scale
     np.testing.assert_allclose(length, rate * 3600 * info.exposure_time / 86400, rtol=1e-3)
+
+
+def test_an_empty_sky_still_writes_a_valid_layout(tmp_path):
+    cfg = SimulationConfig.tiny(
+        detector_size=(96, 80), n_visits=2, n_static=0, n_variable=0, n_transient=0, n_sso=0
+    )
+    truth = simulate_survey(cfg, tmp_path)
+    layout = DataLayout(tmp_path)
+    assert truth.sources.empty and layout.read_isolated_star_cat(0).empty
+    assert layout.read_ss_predictions(layout.visits()[0]).empty
+    exp = layout.read_exposure(layout.visits()[0], 0)
+    clean = exp.mask == 0
+    # only sky noise: the variance plane describes it
+    assert np.std(exp.image[clean] / np.sqrt(exp.variance[clean])) == pytest.approx(1.0, abs=0.05)
