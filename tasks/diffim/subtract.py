@@ -210,7 +210,7 @@ class SubtractImagesTask(Task):
         sigmas = tuple(max(f * width, 0.5) for f in cfg.basisSigmaFactors)
         basis = alard_lupton_basis(half, sigmas, cfg.basisDegrees)
         stamp_half = max(3, int(np.ceil(cfg.stampSizeSigma * sigma_s)))
-        # stars: peaks of the template, bright, isolated, with clean pixels around
+        # stars: peaks of the template, bright, with clean pixels around
         cx, cy = template.bbox.center
         psf_kernel = template.psf.compute_kernel_image(cx, cy)
         t_var_safe = np.where(t_missing, np.inf, np.where(t_var > 0, t_var, np.inf))
@@ -218,16 +218,10 @@ class SubtractImagesTask(Task):
         peaks = find_peaks(snr, cfg.starMinSnr, min_separation=2, polarity="positive")
         if len(peaks) == 0:
             raise KernelFitError("no star above the template S/N threshold")
-        # isolated: no other peak above 5 sigma within the fitted region
-        all_peaks = find_peaks(snr, 5.0, min_separation=2, polarity="positive")
-        reach = stamp_half + half
-        ax = all_peaks.ix.astype(float)
-        ay = all_peaks.iy.astype(float)
-        isolated = np.ones(len(peaks), dtype=bool)
-        for n in range(len(peaks)):
-            d = np.maximum(np.abs(ax - peaks.ix[n]), np.abs(ay - peaks.iy[n]))
-            isolated[n] = np.count_nonzero(d <= reach) <= 1
-        chosen = np.flatnonzero(isolated)[: cfg.maxStars]
+        # Neighbours need not be excluded: static ones are in the template too and
+        # are modelled by K (x) T; variables and blends that do not fit are
+        # rejected by the clipping of the fit.  Brightest first.
+        chosen = np.arange(min(len(peaks), cfg.maxStars))
         usable = ~(t_missing | sci_bad | ~np.isfinite(sci_var))
         kernel, used = fit_matching_kernel(
             sci_img,
