@@ -181,6 +181,10 @@ class DiaPipelineTask(Task):
             ``nTotalSsObjects``, ``nDroppedDiaSources``, ``nDiaForcedSources``.
         """
         visit, detector, band, visit_time = self._visit_of(exposure)
+        if self.config.doRunForcedMeasurement and diffIm is None:
+            raise DiaPipelineError(
+                "forced photometry needs the difference image (or set doRunForcedMeasurement=False)"
+            )
         sources = self._prepare_sources(diaSourceTable, visit, detector, band, visit_time)
         self._check_not_stored(apdb, visit, detector, visit_time, exposure, sources)
 

@@ -376,6 +376,8 @@ def test_bad_input_is_refused_before_anything_is_written(processed):
         task.run(dup, v["diffim"], v["exposure"], None, apdb)
     with pytest.raises(DiaPipelineError, match="band"):
         task.run(v["sources"].assign(band="q"), v["diffim"], v["exposure"], None, apdb)
+    with pytest.raises(DiaPipelineError, match="difference image"):
+        task.run(v["sources"], None, v["exposure"], None, apdb)
     assert apdb.row_counts() == before
 
 
