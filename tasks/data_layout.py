@@ -46,6 +46,7 @@ from tasks.skymap import SkyMap
 __all__ = [
     "DataLayout",
     "DataLayoutError",
+    "check_layout",
     "VISIT_COLUMNS",
     "SSP_COLUMNS",
     "visit_info_from_row",
@@ -156,6 +157,10 @@ class DataLayout:
 
     def __repr__(self) -> str:
         return f"DataLayout({str(self.root)!r})"
+
+    def check(self) -> list[str]:
+        """Return the problems found in this data directory (see `check_layout`)."""
+        return check_layout(self)
 
     # -- generic table / exposure I/O -----------------------------------------
     @staticmethod
@@ -498,6 +503,67 @@ class DataLayout:
     def alerts_path(self, visit: int, detector: int) -> Path:
         """Avro file of the alerts of one visit/detector."""
         return self.output_root / "alerts" / f"visit_{int(visit):07d}_det_{int(detector):03d}.avro"
+
+
+def check_layout(layout: DataLayout) -> list[str]:
+    """Return the problems found in a data directory (empty when it is usable).
+
+    Checks that the visit table exists with its columns and no duplicate
+    visits, that every visit with exposures is in it (and the reverse), that
+    the sky map reads, that every DCR patch/band has sub-filters ``0..n-1``,
+    that isolated-star tables reference valid catalog rows, and that Solar
+    System prediction tables have their columns.  Files are opened only as far
+    as needed (exposure headers are not read).
+    """
+    problems: list[str] = []
+    try:
+        table = layout.read_visit_table()
+        if table["visit"].duplicated().any():
+            problems.append("visits.parquet has duplicate visits")
+        listed = set(table["visit"].astype(int))
+    except DataLayoutError as exc:
+        problems.append(str(exc))
+        listed = set()
+    on_disk = set(layout.visits())
+    if not on_disk:
+        problems.append(f"no exposures under {layout.root / 'exposures'}")
+    for visit in sorted(on_disk - listed):
+        problems.append(f"visit {visit} has exposures but is not in visits.parquet")
+    for visit in sorted(listed - on_disk):
+        problems.append(f"visit {visit} is in visits.parquet but has no exposure")
+    if layout.skymap_path.exists():
+        try:
+            layout.read_skymap()
+        except TaskError as exc:
+            problems.append(str(exc))
+    base = layout.root / "coadds" / "dcr"
+    for band_dir in sorted(base.glob("tract_*/patch_*/*")):
+        tract = int(band_dir.parents[1].name[6:])
+        patch = int(band_dir.parent.name[6:])
+        subs = layout.dcr_subfilters(tract, patch, band_dir.name)
+        if subs != list(range(len(subs))) or not subs:
+            problems.append(
+                f"DCR coadds of tract {tract} patch {patch} band {band_dir.name}: "
+                f"sub-filters {subs}, expected 0..n-1"
+            )
+    for tract in layout.isolated_star_tracts():
+        try:
+            cat = layout.read_isolated_star_cat(tract)
+            src = layout.read_isolated_star_sources(tract)
+        except DataLayoutError as exc:
+            problems.append(str(exc))
+            continue
+        if "obj_index" in src.columns and len(src):
+            idx = src["obj_index"].to_numpy()
+            if idx.min() < 0 or idx.max() >= len(cat):
+                problems.append(f"isolated_star_sources of tract {tract}: obj_index out of range")
+    for visit in sorted(on_disk):
+        if layout.has_ss_predictions(visit):
+            try:
+                layout.read_ss_predictions(visit)
+            except DataLayoutError as exc:
+                problems.append(str(exc))
+    return problems
 
 
 def _select(df: pd.DataFrame, visit: int | None, detector: int | None) -> pd.DataFrame:

@@ -78,3 +78,20 @@ def test_tables_coadds_and_errors(tmp_path):
     pd.testing.assert_frame_equal(layout.read_output_table("diaSources", 5, 2), df)
     with pytest.raises(DataLayoutError):
         layout.output_path("../evil", 5, 2, ".fits")
+
+
+def test_check_reports_inconsistencies(tmp_path):
+    from tests.tasks.images.test_exposure import _visit_info
+
+    layout = DataLayout(tmp_path)
+    assert any("no exposures" in p for p in layout.check())
+    info = _visit_info()
+    layout.write_exposure(_exposure(info, 0))
+    layout.write_visit_table(pd.DataFrame([visit_info_to_row(info)]))
+    layout.write_skymap(SkyMap())
+    assert layout.check() == []
+    layout.write_exposure(_exposure(), visit=9, detector=0)
+    layout.write_dcr_coadd(_exposure(), 0, 1, "r", 1)
+    problems = layout.check()
+    assert any("visit 9 has exposures" in p for p in problems)
+    assert any("sub-filters [1]" in p for p in problems)

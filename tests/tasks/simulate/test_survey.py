@@ -46,6 +46,7 @@ def _fit_position(exposure, data, x, y, half=6):
 
 def test_layout_is_complete(survey):
     truth, layout = survey
+    assert layout.check() == []
     visits = layout.visits()
     assert visits == sorted(truth.visits["visit"].tolist()) and len(visits) == 4
     for visit in visits:
