@@ -39,7 +39,7 @@ class FinalizeCharacterizationConfig(TaskConfig):
     matchRadius: float = Field(
         default=1.5, description="Radius (pixels) matching src rows to isolated sources."
     )
-    minSn: float = Field(default=50.0, description="Minimum S/N of a PSF candidate.")
+    minSn: float = Field(default=20.0, description="Minimum S/N of a PSF candidate.")
     maxSn: float = Field(default=1.0e5, description="Maximum S/N of a PSF candidate.")
     snColumn: str = Field(default="snr", description="src column holding the S/N, if present.")
     fluxColumn: str = Field(
@@ -69,7 +69,7 @@ class FinalizeCharacterizationConfig(TaskConfig):
         default=12.0, description="Radius (pixels) of the reference aperture flux."
     )
     apCorrOrder: int = Field(default=2, description="Chebyshev order of the aperture correction.")
-    apCorrMinSn: float = Field(default=50.0, description="Minimum S/N of an aperture-corr star.")
+    apCorrMinSn: float = Field(default=20.0, description="Minimum S/N of an aperture-corr star.")
     apCorrClipSigma: float = Field(default=3.0, description="Aperture-correction clip threshold.")
     apCorrNIter: int = Field(default=3, description="Aperture-correction clipping iterations.")
 
