@@ -43,6 +43,18 @@ def _simulate(data: Path, visits: int, seed: int) -> None:
     print(f"  done in {time.perf_counter() - start:.0f} s: {data}")
 
 
+def _busiest_object(url: str) -> str:
+    """Id of the DiaObject with the most measurements (for the example command)."""
+    from apdb.analysis import busiest_dia_objects
+    from apdb.errors import ApdbError
+
+    try:
+        top = busiest_dia_objects(url, limit=1)
+    except ApdbError:
+        return "DIAOBJECTID"
+    return str(int(top["diaObjectId"].iloc[0])) if len(top) else "DIAOBJECTID"
+
+
 def main(args: argparse.Namespace) -> int:
     """Simulate (if needed), run the pipeline, print where the results are."""
     from tasks.data_layout import DataLayout
@@ -71,7 +83,8 @@ def main(args: argparse.Namespace) -> int:
         summary = run_pipeline(layout, apdb, config, progress=not args.no_progress)
     print()
     print(summary.format())
-    example = next(iter(sorted(alerts_dir.glob("*.avro"))), None)
+    example = next(iter(sorted(alerts_dir.glob("*.avro"), reverse=True)), None)
+    top = _busiest_object(url)
     print()
     print("Where things are:")
     print(f"  simulated data  {data}")
@@ -81,14 +94,16 @@ def main(args: argparse.Namespace) -> int:
     print("How to look at them:")
     if example is not None:
         print(f"  apdb alerts {example}")
-    print(f"  apdb lightcurve DIAOBJECTID --url {url} --plot lightcurve.png")
-    print(f"  sqlite3 {db_path} 'SELECT * FROM \"DiaObjectSummary\" LIMIT 5'")
+    print(f"  apdb lightcurve {top} --url {url} --plot lightcurve.png")
     print(
-        f"  python -c \"import fastavro; print(next(fastavro.reader(open('{example}', 'rb')))"
-        "['diaSource'])\""
-        if example is not None
-        else ""
+        f'  sqlite3 {db_path} \'SELECT "diaObjectId", ra, dec, "nDiaSources" '
+        f'FROM "DiaObjectLatest" ORDER BY "nDiaSources" DESC LIMIT 5\''
     )
+    if example is not None:
+        print(
+            f"  python -c \"import fastavro; a = next(fastavro.reader(open('{example}', 'rb')));"
+            " print(a['diaSource'])\""
+        )
     return 1 if summary.failed else 0
 
 
