@@ -218,6 +218,8 @@ class DiaPipelineTask(Task):
             previous = source_history[source_history["diaObjectId"].isin(touched)]
             history = _concat([_narrow(previous), _narrow(object_sources)])
             dia_objects = compute_dia_object_stats(history)
+            # what the store will record (it sets the column itself)
+            dia_objects["validityStartMjdTai"] = visit_time.mjd
 
         forced = self._forced_photometry(
             loaded_objects, dia_objects, source_history, object_sources, exposure, diffIm
