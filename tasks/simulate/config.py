@@ -110,13 +110,14 @@ class SimulationConfig(BaseModel):
 
     @classmethod
     def tiny(cls, **overrides: object) -> SimulationConfig:
-        """Return a config for unit tests: one 512² detector, 4 visits, ~300 objects."""
+        """Return a config for unit tests: one 512² detector, 4 visits, ~330 objects."""
         base: dict[str, object] = {
             "n_detectors": 1,
             "detector_size": (512, 512),
             "n_visits": 4,
             "visits_per_night": 4,
-            "n_static": 250,
+            "n_static": 300,
+            "mag_range": (15.5, 23.0),
             "n_variable": 15,
             "n_transient": 8,
             "n_sso": 10,

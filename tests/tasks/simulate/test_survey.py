@@ -31,6 +31,7 @@ def _fit_position(exposure, data, x, y, half=6):
     )
     sl = exposure.bbox.slices(box)
     d, v = data[sl], exposure.variance[sl].astype(float)
+    v = np.where(exposure.mask[sl] == 0, v, np.inf)  # ignore flagged pixels
 
     def chi2(p):
         m = render_sources(box, exposure.psf, [p[0]], [p[1]], [1.0])
@@ -150,10 +151,12 @@ def test_dcr_moves_stars_along_the_zenith_direction(survey):
         & (src["instFlux"].to_numpy() > 1e4)
         & exp.bbox.grown(-10).contains(src["x"].to_numpy(), src["y"].to_numpy())
     )
+    # the 12 brightest such stars (position errors ~0.01 px)
+    sel[np.flatnonzero(sel)[np.argsort(-src["instFlux"].to_numpy()[sel])[12:]]] = False
     others = _truth_model(exp, src[~sel])
     data = exp.image.astype(float) - others
     src = src[sel]
-    assert len(src) >= 5
+    assert len(src) >= 8
     x0, y0 = exp.sky_to_pixel(src["ra"].to_numpy(), src["dec"].to_numpy())
     ux, uy = sky_direction_in_pixels(exp.wcs, 300, 250, exp.visit_info.parallactic_angle)
     measured = []
@@ -167,7 +170,7 @@ def test_dcr_moves_stars_along_the_zenith_direction(survey):
         src["dcrShiftX"].to_numpy() * uy - src["dcrShiftY"].to_numpy() * ux, 0, atol=1e-6
     )
     assert np.ptp(expected) > 0.1  # the SEDs differ enough for DCR to show
-    assert np.corrcoef(measured, expected)[0, 1] > 0.9
+    assert np.corrcoef(measured, expected)[0, 1] > 0.85
     assert np.median(np.abs(measured - expected)) < 0.03
 
 
