@@ -157,7 +157,8 @@ def measure_aperture_corrections(
     radius : `float`, optional
         Reference aperture radius in pixels.
     order : `int`, optional
-        Chebyshev order of the field.
+        Highest Chebyshev order of the field; a lower one is kept when the
+        data do not support it (`ChebyshevBoundedField.fit_best_order`).
     bad_mask : `int`, optional
         Mask bits of unusable pixels.
     min_sn : `float`, optional
@@ -188,7 +189,7 @@ def measure_aperture_corrections(
     candidates = np.isfinite(ratio) & np.isfinite(ratio_err) & (ratio_err > 0) & (sn >= min_sn)
     candidates &= ~psf_res.flag_edge
     errors = np.where(candidates, ratio_err, np.inf)
-    field, used = ChebyshevBoundedField.fit(
+    field, used = ChebyshevBoundedField.fit_best_order(
         x, y, np.where(candidates, ratio, np.nan), domain, order, errors, n_sigma, n_iter
     )
     ap_corr_map = ApCorrMap({PSF_FLUX_FIELD: field, PSF_FLUX_ERR_FIELD: field})

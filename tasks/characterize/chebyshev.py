@@ -185,6 +185,52 @@ class ChebyshevBoundedField:
             used = keep
         return cls(bbox=bbox, order=order, coefficients=coefficients), used
 
+    @classmethod
+    def fit_best_order(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        values: np.ndarray,
+        bbox: tuple[float, float, float, float],
+        max_order: int = 2,
+        errors: np.ndarray | None = None,
+        n_sigma: float = 3.0,
+        n_iter: int = 3,
+    ) -> tuple[ChebyshevBoundedField, np.ndarray]:
+        """Fit orders ``0 .. max_order`` and keep the one the data support.
+
+        The criterion is a robust BIC: ``sum(min(r², n_sigma²)) + n_terms ln(N)``
+        over all usable values, with ``r`` the residuals in units of the errors,
+        so clipped points cost the same at every order.  With few or noisy
+        points this prefers a low order instead of a field that swings at the
+        corners of the detector.
+
+        Returns
+        -------
+        field : `ChebyshevBoundedField`
+        used : `numpy.ndarray` of bool
+        """
+        x = np.asarray(x, dtype=np.float64).ravel()
+        y = np.asarray(y, dtype=np.float64).ravel()
+        values = np.asarray(values, dtype=np.float64).ravel()
+        sigma = np.ones_like(values) if errors is None else np.asarray(errors, float).ravel()
+        valid = np.isfinite(x) & np.isfinite(y) & np.isfinite(values) & np.isfinite(sigma)
+        valid &= sigma > 0
+        best: tuple[float, ChebyshevBoundedField, np.ndarray] | None = None
+        for order in range(max_order + 1):
+            try:
+                field, used = cls.fit(x, y, values, bbox, order, errors, n_sigma, n_iter)
+            except TaskError:
+                break
+            r = (values[valid] - field.evaluate(x[valid], y[valid])) / sigma[valid]
+            score = np.minimum(r * r, n_sigma**2).sum()
+            score += len(term_orders(order)) * np.log(valid.sum())
+            if best is None or score < best[0]:
+                best = (score, field, used)
+        if best is None:
+            raise TaskError(f"cannot fit a field to {int(valid.sum())} points")
+        return best[1], best[2]
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON/FITS-friendly description of the field."""
         return {

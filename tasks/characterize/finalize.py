@@ -52,7 +52,12 @@ class FinalizeCharacterizationConfig(TaskConfig):
     )
     badMaskPlanes: list[str] = Field(
         default=["BAD", "SAT", "NO_DATA", "CR", "EDGE", "INTRP", "SUSPECT"],
-        description="Mask planes that exclude a star whose PSF stamp touches them.",
+        description="Mask planes of bad pixels (excluded from PSF stars, apertures, fits).",
+    )
+    maxBadPixelFraction: float = Field(
+        default=0.05,
+        description="Most bad pixels (fraction of the stamp) of a PSF star; its bad pixels "
+        "are replaced by the model during the fit.",
     )
     maxPsfStars: int = Field(default=300, description="Most stars used in the PSF fit.")
     minPsfStars: int = Field(default=6, description="Fewest stars accepted for a PSF fit.")
@@ -172,12 +177,23 @@ class FinalizeCharacterizationTask(Task):
         return matched, reserved
 
     def _stamp_flags(self, exposure: Exposure, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Stars whose PSF stamp (with shift margin) is off the image or touches bad pixels."""
+        """Stars whose PSF stamp (grown by the shift margin) cannot be used.
+
+        Off the image, a bad pixel within 3 pixels of the centre, or more than
+        ``maxBadPixelFraction`` bad pixels (fewer are patched by the PSF fit).
+        """
         half = self.config.kernelSize // 2 + STAMP_MARGIN
         origin = (exposure.bbox.x0, exposure.bbox.y0)
         msk, inside = gather_stamps(exposure.mask, origin, central_pixel(x), central_pixel(y), half)
         bad = (msk & _mask_bits(self.config.badMaskPlanes)) != 0
-        return ~inside.all(axis=(1, 2)) | bad.any(axis=(1, 2)) | ~np.isfinite(x + y)
+        core = slice(half - 3, half + 4)
+        too_many = bad.mean(axis=(1, 2)) > self.config.maxBadPixelFraction
+        return (
+            ~inside.all(axis=(1, 2))
+            | bad[:, core, core].any(axis=(1, 2))
+            | too_many
+            | ~(np.isfinite(x) & np.isfinite(y))
+        )
 
     def compute_psf_and_ap_corr_map(
         self,
@@ -253,6 +269,7 @@ class FinalizeCharacterizationTask(Task):
                 kernel_size=cfg.kernelSize, order=order,
                 bad_mask=_mask_bits(cfg.badMaskPlanes), min_stars=cfg.minPsfStars,
                 n_iter=cfg.nIter, clip_sigma=cfg.clipSigma,
+                max_bad_fraction=cfg.maxBadPixelFraction,
             )  # fmt: skip
         used = np.zeros(len(src), dtype=bool)
         used[idx] = fit.used

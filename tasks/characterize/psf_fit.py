@@ -38,7 +38,7 @@ class PsfFitResult:
     psf : `PixelGridPsf`
         The fitted model.
     usable : `numpy.ndarray` of bool
-        Stars whose stamps were complete and clean (fit candidates).
+        Stars that entered the fit (clean or patched stamps, positive flux).
     used : `numpy.ndarray` of bool
         Stars used in the final fit (usable and not rejected).
     flux : `numpy.ndarray`
@@ -79,8 +79,16 @@ def fit_pixel_grid_psf(
     n_iter: int = 3,
     clip_sigma: float = 4.0,
     margin: int = STAMP_MARGIN,
+    max_bad_fraction: float = 0.05,
+    core_radius: int = 3,
 ) -> PsfFitResult:
     """Fit a spatially varying pixel-grid PSF to stars at known positions.
+
+    Stars whose grown stamp is on the image and clean are fitted first.
+    Stars with a few bad pixels (at most ``max_bad_fraction`` of the stamp,
+    none within ``core_radius`` of the centre) are then added, their bad
+    pixels replaced by the first model scaled to the star's flux (measured
+    on its good pixels), and the model is fitted again.
 
     Parameters
     ----------
@@ -99,9 +107,9 @@ def fit_pixel_grid_psf(
     order : `int`, optional
         Maximum total degree of the spatial variation.
     bad_mask : `int`, optional
-        Mask bits that make a star stamp unusable.
+        Mask bits of bad pixels.
     min_stars : `int`, optional
-        Fewest stars to fit with (at least the number of basis terms).
+        Fewest clean stars to fit with (at least the number of basis terms).
     n_iter : `int`, optional
         Maximum outlier-rejection iterations.
     clip_sigma : `float`, optional
@@ -110,7 +118,11 @@ def fit_pixel_grid_psf(
         at the chi² noise ``sqrt(2 / dof)``).
     margin : `int`, optional
         Extra pixels around each star stamp used while shifting it; the
-        whole grown stamp must be on the image and free of bad pixels.
+        grown stamp must lie on the image.
+    max_bad_fraction : `float`, optional
+        Largest fraction of bad pixels in the grown stamp of a patched star.
+    core_radius : `int`, optional
+        Half-width of the central box that must be free of bad pixels.
 
     Returns
     -------
@@ -119,78 +131,125 @@ def fit_pixel_grid_psf(
     Raises
     ------
     PsfFitError
-        If fewer than ``max(min_stars, n_terms)`` usable stars remain.
+        If fewer than ``max(min_stars, n_terms)`` clean stars remain.
     """
     if kernel_size % 2 == 0 or kernel_size < 3:
         raise PsfFitError(f"kernel_size must be odd and >= 3, got {kernel_size}")
     x = np.atleast_1d(np.asarray(x, dtype=np.float64))
     y = np.atleast_1d(np.asarray(y, dtype=np.float64))
-    n_terms = len(term_orders(order))
-    needed = max(min_stars, n_terms)
-    half = kernel_size // 2
-    in_half = half + margin
+    n = x.size
+    geometry = _Geometry(kernel_size, kernel_size // 2 + margin, domain, order)
+    needed = max(min_stars, len(term_orders(order)))
     finite = np.isfinite(x) & np.isfinite(y)
     cx, cy = central_pixel(x), central_pixel(y)
-    dx, dy = np.where(finite, x - cx, 0.0), np.where(finite, y - cy, 0.0)
 
-    data, inside = gather_stamps(image, origin, cx, cy, in_half)
-    var, _ = gather_stamps(variance, origin, cx, cy, in_half)
+    data, inside = gather_stamps(image, origin, cx, cy, geometry.in_half)
+    var, _ = gather_stamps(variance, origin, cx, cy, geometry.in_half)
     good = inside & np.isfinite(data) & np.isfinite(var)
     if mask is not None and bad_mask:
-        msk, _ = gather_stamps(mask, origin, cx, cy, in_half)
+        msk, _ = gather_stamps(mask, origin, cx, cy, geometry.in_half)
         good &= (msk & bad_mask) == 0
-    usable = finite & good.all(axis=(1, 2))
-    n = x.size
+    clean = finite & good.all(axis=(1, 2))
+    if clean.sum() < needed:
+        raise PsfFitError(f"only {int(clean.sum())} usable PSF stars, need at least {needed}")
+    c = geometry.in_half
+    core = slice(c - core_radius, c + core_radius + 1)
+    n_bad = (~good).sum(axis=(1, 2))
+    patchable = finite & inside.all(axis=(1, 2)) & ~clean
+    patchable &= (n_bad <= max_bad_fraction * good[0].size) & good[:, core, core].all(axis=(1, 2))
+
+    data = data.astype(np.float64)
+    var = var.astype(np.float64)
+    idx = np.flatnonzero(clean)
+    fit = _fit_stamps(data[idx], var[idx], x[idx], y[idx], geometry, needed, n_iter, clip_sigma)
+    if patchable.any():
+        pidx = np.flatnonzero(patchable)
+        _patch(data, var, good, pidx, x, y, fit.psf, geometry)
+        idx = np.sort(np.concatenate([idx, pidx]))
+        fit = _fit_stamps(data[idx], var[idx], x[idx], y[idx], geometry, needed, n_iter, clip_sigma)
+    usable = np.zeros(n, dtype=bool)
+    usable[idx[fit.kept]] = True
+    used = np.zeros(n, dtype=bool)
+    used[idx[fit.kept][fit.active]] = True
     flux_out = np.full(n, np.nan)
     chi2_out = np.full(n, np.nan)
-    if usable.sum() < needed:
-        raise PsfFitError(f"only {int(usable.sum())} usable PSF stars, need at least {needed}")
+    flux_out[idx[fit.kept]] = fit.flux
+    chi2_out[idx[fit.kept]] = fit.chi2
+    return PsfFitResult(
+        psf=fit.psf, usable=usable, used=used, flux=flux_out, chi2=chi2_out, n_iter=fit.n_iter
+    )
 
-    idx = np.flatnonzero(usable)
-    data = data[idx].astype(np.float64)
-    var = var[idx].astype(np.float64)
-    core = slice(in_half - half, in_half + half + 1)
+
+@dataclass
+class _Geometry:
+    kernel_size: int
+    in_half: int
+    domain: tuple[float, float, float, float]
+    order: int
+
+    @property
+    def core(self) -> slice:
+        half = self.kernel_size // 2
+        return slice(self.in_half - half, self.in_half + half + 1)
+
+
+@dataclass
+class _StampFit:
+    psf: PixelGridPsf
+    kept: np.ndarray  # stars with positive flux, among the inputs
+    active: np.ndarray  # stars used in the last fit, among the kept ones
+    flux: np.ndarray
+    chi2: np.ndarray
+    n_iter: int
+
+
+def _patch(data, var, good, rows, x, y, psf, geometry) -> None:
+    """Replace the bad pixels of stamps ``rows`` by the model scaled to each star's flux."""
+    model = np.zeros((rows.size,) + data.shape[1:])
+    core = geometry.core
+    model[:, core, core] = psf.compute_images(x[rows], y[rows])
+    g = good[rows]
+    mg = np.where(g, model, 0.0)
+    flux = np.einsum("nij,nij->n", mg, np.where(g, data[rows], 0.0)) / np.einsum(
+        "nij,nij->n", mg, mg
+    )
+    data[rows] = np.where(g, data[rows], flux[:, None, None] * model)
+    typical = np.array([np.median(v[m]) for v, m in zip(var[rows], g, strict=True)])
+    var[rows] = np.where(g, var[rows], typical[:, None, None])
+
+
+def _fit_stamps(data, var, x, y, geometry, needed, n_iter, clip_sigma) -> _StampFit:
+    """Fit the model to complete stamps, with flux iterations and outlier rejection."""
+    k = geometry.kernel_size
+    n_terms = len(term_orders(geometry.order))
+    core = geometry.core
+    dx, dy = x - central_pixel(x), y - central_pixel(y)
     # shift on the larger stamp, so that the periodic wrap of the FFT stays in the margin
-    centred = fft_shift_stamps(data, -dx[idx], -dy[idx])[:, core, core]
-    data_k = data[:, core, core]
-    var_k = var[:, core, core]
-    basis = chebyshev_basis(x[idx], y[idx], domain, order)
+    centred = fft_shift_stamps(data, -dx, -dy)[:, core, core]
     flux = centred.sum(axis=(1, 2))
-    if not np.all(flux > 0):
-        bad_flux = np.flatnonzero(~(flux > 0))
-        usable[idx[bad_flux]] = False
-        keep = flux > 0
-        idx, centred, data_k, var_k, basis, flux = (
-            idx[keep],
-            centred[keep],
-            data_k[keep],
-            var_k[keep],
-            basis[keep],
-            flux[keep],
-        )
-        if idx.size < needed:
-            raise PsfFitError(f"only {idx.size} PSF stars with positive flux, need {needed}")
+    kept = flux > 0
+    if kept.sum() < needed:
+        raise PsfFitError(f"only {int(kept.sum())} PSF stars with positive flux, need {needed}")
+    centred, flux, x, y = centred[kept], flux[kept], x[kept], y[kept]
+    data_k, var_k = data[kept][:, core, core], var[kept][:, core, core]
+    basis = chebyshev_basis(x, y, geometry.domain, geometry.order)
     mean_var = var_k.mean(axis=(1, 2))
-    active = np.ones(idx.size, dtype=bool)
-    dof = kernel_size * kernel_size - 1
+    active = np.ones(x.size, dtype=bool)
+    dof = k * k - 1
     iteration = 0
     psf: PixelGridPsf | None = None
     for iteration in range(n_iter + 1):  # noqa: B007 - reported in the result
         for _ in range(2):  # model, then fluxes from the model, then model again
-            values = (centred / flux[:, None, None]).reshape(idx.size, -1)
+            values = (centred / flux[:, None, None]).reshape(x.size, -1)
             weights = flux**2 / mean_var
             coefficients = _solve_model(basis[active], values[active], weights[active])
-            psf = PixelGridPsf(
-                coefficients.reshape(n_terms, kernel_size, kernel_size),
-                domain,
-                order,
-            )
-            kernels = psf.compute_kernel_images(x[idx], y[idx])
+            psf = PixelGridPsf(coefficients.reshape(n_terms, k, k), geometry.domain, geometry.order)
+            kernels = psf.compute_kernel_images(x, y)
             flux = np.einsum("nij,nij->n", kernels, centred) / np.einsum(
                 "nij,nij->n", kernels, kernels
             )
             flux = np.where(flux > 0, flux, centred.sum(axis=(1, 2)))
-        models = psf.compute_images(x[idx], y[idx]) * flux[:, None, None]
+        models = psf.compute_images(x, y) * flux[:, None, None]
         chi2 = ((data_k - models) ** 2 / var_k).sum(axis=(1, 2)) / dof
         med = np.median(chi2[active])
         scatter = 1.4826 * np.median(np.abs(chi2[active] - med))
@@ -200,10 +259,4 @@ def fit_pixel_grid_psf(
             break
         active &= ~reject
     assert psf is not None
-    used = np.zeros(n, dtype=bool)
-    used[idx[active]] = True
-    flux_out[idx] = flux
-    chi2_out[idx] = chi2
-    return PsfFitResult(
-        psf=psf, usable=usable, used=used, flux=flux_out, chi2=chi2_out, n_iter=iteration
-    )
+    return _StampFit(psf=psf, kept=kept, active=active, flux=flux, chi2=chi2, n_iter=iteration)

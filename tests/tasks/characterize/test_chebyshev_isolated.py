@@ -90,3 +90,15 @@ def sources_obj(sources):
         s = sources[t]
         out += list(s.loc[s["band"] == "r", "obj_index"])
     return out
+
+
+def test_best_order_prefers_a_constant_for_few_noisy_points():
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 2047, 20), rng.uniform(0, 4095, 20)
+    values = 1.0 + rng.normal(0, 0.05, x.size)
+    field, _ = ChebyshevBoundedField.fit_best_order(x, y, values, BOX, 2, np.full(x.size, 0.05))
+    assert field.order == 0 and abs(field.coefficients[0] - 1) < 0.03
+    # a strong gradient measured precisely is kept
+    values = 1.0 + 0.05 * (x / 2047) + rng.normal(0, 0.002, x.size)
+    field, _ = ChebyshevBoundedField.fit_best_order(x, y, values, BOX, 2, np.full(x.size, 0.002))
+    assert field.order >= 1
