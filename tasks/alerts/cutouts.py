@@ -158,18 +158,21 @@ class CutoutMaker:
         Name used in log messages (``difference``, ``science``, ``template``).
     bad_planes : `tuple` [`str`], optional
         Mask planes that make a pixel invalid.
+    photo_calib : `tasks.images.PhotoCalib`, optional
+        Calibration to use instead of the exposure's.
     """
 
     exposure: object
     label: str
     bad_planes: tuple[str, ...] = BAD_PLANES
+    photo_calib: object = None
     reasons: Counter = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         from tasks.images import MaskPlane
 
         exp = self.exposure
-        calib = getattr(exp, "photo_calib", None)
+        calib = self.photo_calib or getattr(exp, "photo_calib", None)
         if calib is None:
             _log.warning(
                 "%s exposure has no photometric calibration; pixels taken as nJy", self.label

@@ -15,20 +15,19 @@ into one Avro container file per visit/detector under
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from astropy import units as u
 from astropy.coordinates import SkyCoord
-from astropy.nddata import CCDData, VarianceUncertainty
+from astropy.nddata import CCDData
 from astropy.time import Time
 from astropy.wcs import WCS
 from pydantic import Field
 
+from tasks.alerts.ccd import ccd_data_to_fits_bytes, cutout_to_ccd_data
 from tasks.alerts.cutouts import (
     BAD_PLANES,
     CutoutMaker,
@@ -36,7 +35,6 @@ from tasks.alerts.cutouts import (
     local_transform_matrices,
 )
 from tasks.alerts.encoder import encode_array, encode_bytes, encode_record, zigzag
-from tasks.alerts.fits_bytes import LinearWcs, ccd_fits_bytes
 from tasks.alerts.history import prepare_inputs
 from tasks.alerts.io import AlertFileWriter, AlertValidationError, alert_file_name, validate_alert
 from tasks.alerts.records import frame_to_records
@@ -169,14 +167,7 @@ class PackageAlertsTask(Task):
         cut = maker.cut(float(x[0]), float(y[0]), int(size), ra, dec, cd, srcId)
         if cut is None:
             return None
-        return CCDData(
-            cut.image,
-            unit=u.nJy,
-            uncertainty=VarianceUncertainty(cut.variance),
-            mask=cut.mask,
-            wcs=_astropy_wcs(cut.wcs),
-            meta={"CUTMINX": cut.x0, "CUTMINY": cut.y0},
-        )
+        return cutout_to_ccd_data(cut)
 
     def streamCcdDataToBytes(self, cutout: CCDData) -> bytes:
         """Serialise a cutout into the bytes of a FITS file.
@@ -185,25 +176,7 @@ class PackageAlertsTask(Task):
         `createCcdDataCutout`) take the fast writer; anything else goes
         through ``CCDData.write``.
         """
-        wcs = cutout.wcs
-        linear = _linear_wcs(wcs) if wcs is not None else None
-        simple_meta = all(
-            len(str(k)) <= 8 and isinstance(v, int | float | str | bool)
-            for k, v in cutout.meta.items()
-        )
-        variance = _variance(cutout)
-        if (wcs is None or linear is not None) and simple_meta and variance is not False:
-            return ccd_fits_bytes(
-                np.asarray(cutout.data),
-                variance,
-                None if cutout.mask is None else np.asarray(cutout.mask, dtype=bool),
-                linear,
-                unit=cutout.unit.to_string() if cutout.unit is not None else "",
-                meta=dict(cutout.meta),
-            )
-        buf = io.BytesIO()
-        cutout.write(buf, format="fits")
-        return buf.getvalue()
+        return ccd_data_to_fits_bytes(cutout)
 
     def makeAlertDict(
         self,
@@ -390,10 +363,9 @@ class PackageAlertsTask(Task):
         return out
 
     def _maker(self, exposure: Any, label: str, photo_calib: Any = None) -> CutoutMaker:
-        maker = CutoutMaker(exposure, label, tuple(self.config.cutoutBadMaskPlanes))
-        if photo_calib is not None:
-            maker._factor = float(photo_calib.calibration_mean)
-        return maker
+        return CutoutMaker(
+            exposure, label, tuple(self.config.cutoutBadMaskPlanes), photo_calib=photo_calib
+        )
 
     def _cutout_makers(self, inputs: Any, diffIm: Any, calexp: Any, template: Any) -> dict:
         makers: dict[str, Any] = {}
@@ -563,38 +535,3 @@ def _radec(sky: SkyCoord | tuple[float, float]) -> tuple[float, float]:
         icrs = sky.icrs
         return float(icrs.ra.deg), float(icrs.dec.deg)
     return float(sky[0]), float(sky[1])
-
-
-def _astropy_wcs(linear: LinearWcs) -> WCS:
-    wcs = WCS(naxis=2)
-    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-    wcs.wcs.cunit = ["deg", "deg"]
-    wcs.wcs.crval = list(linear.crval)
-    wcs.wcs.crpix = list(linear.crpix)
-    wcs.wcs.cd = np.asarray(linear.cd)
-    wcs.wcs.radesys = "ICRS"
-    return wcs
-
-
-def _linear_wcs(wcs: WCS) -> LinearWcs | None:
-    core = wcs.wcs
-    if wcs.naxis != 2 or list(core.ctype) != ["RA---TAN", "DEC--TAN"] or wcs.has_distortion:
-        return None
-    return LinearWcs(
-        crval=(float(core.crval[0]), float(core.crval[1])),
-        crpix=(float(core.crpix[0]), float(core.crpix[1])),
-        cd=np.asarray(wcs.pixel_scale_matrix, dtype=np.float64),
-    )
-
-
-def _variance(cutout: CCDData) -> np.ndarray | None | bool:
-    """Variance array of a cutout, `None` without uncertainty, False if not convertible."""
-    unc = cutout.uncertainty
-    if unc is None:
-        return None
-    if isinstance(unc, VarianceUncertainty):
-        return np.asarray(unc.array)
-    try:
-        return np.asarray(unc.represent_as(VarianceUncertainty).array)
-    except (TypeError, ValueError, AttributeError):
-        return False
