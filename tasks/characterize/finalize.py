@@ -390,3 +390,51 @@ class FinalizeCharacterizationTask(Task):
             output_table=output,
             isolated_table=isolated_table,
         )
+
+    def runQuantum(
+        self, layout: Any, visit: int, src_dict: Mapping[int, Any], write: bool = True
+    ) -> Struct:
+        """Run on one visit of a data layout and write the outputs there.
+
+        The data-layout form of Rubin's ``runQuantum``: the calibrated
+        exposures of the detectors in ``src_dict`` and every tract's
+        isolated-star tables are read from ``layout``
+        (`tasks.data_layout.DataLayout`), `run` is called, and the outputs are
+        written with `tasks.characterize.persist.write_final_characterization`.
+
+        Parameters
+        ----------
+        layout : `tasks.data_layout.DataLayout`
+            The data directory.
+        visit : `int`
+            Visit id.
+        src_dict : `dict` [`int`, `pandas.DataFrame`]
+            Single-frame source table per detector (from detection).
+        write : `bool`, optional
+            Whether to write the outputs.
+
+        Returns
+        -------
+        result : `Struct`
+            As `run`, plus ``paths`` (files written).
+        """
+        from tasks.characterize.persist import write_final_characterization
+
+        band = layout.read_visit_info(visit).band
+        tracts = layout.isolated_star_tracts()
+        cats = {t: layout.isolated_star_cat_path(t) for t in tracts}
+        sources = {t: layout.isolated_star_sources_path(t) for t in tracts}
+        calexps = {d: _LazyExposure(layout, visit, d) for d in src_dict}
+        result = self.run(visit, band, cats, sources, src_dict, calexps)
+        result.paths = write_final_characterization(layout, visit, result) if write else []
+        return result
+
+
+class _LazyExposure:
+    """A handle reading one exposure of a data layout when ``get()`` is called."""
+
+    def __init__(self, layout: Any, visit: int, detector: int) -> None:
+        self.layout, self.visit, self.detector = layout, visit, detector
+
+    def get(self) -> Exposure:
+        return self.layout.read_exposure(self.visit, self.detector)

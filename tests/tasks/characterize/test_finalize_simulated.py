@@ -38,11 +38,11 @@ def simulated(tmp_path_factory):
     tracts = layout.isolated_star_tracts()
     cats = {t: layout.read_isolated_star_cat(t) for t in tracts}
     srcs = {t: layout.read_isolated_star_sources(t) for t in tracts}
-    return visit, detector, exposure, src, cats, srcs
+    return visit, detector, exposure, src, cats, srcs, layout
 
 
 def test_fit_matches_the_simulated_psf(simulated):
-    visit, detector, exposure, src, cats, srcs = simulated
+    visit, detector, exposure, src, cats, srcs, _ = simulated
     task = FinalizeCharacterizationTask()
     res = task.run(visit, exposure.band, cats, srcs, {detector: src}, {detector: exposure})
     row = res.psf_ap_corr_cat.iloc[0]
@@ -63,3 +63,17 @@ def test_fit_matches_the_simulated_psf(simulated):
     used = out["apcorr_used"].to_numpy()
     ratio = out["apFlux_instFlux"] / (out["base_PsfFlux_instFlux"] * out["base_PsfFlux_apCorr"])
     assert abs(np.median(ratio[used]) - 1) < 0.01
+
+
+def test_run_quantum_reads_and_writes_the_data_layout(simulated):
+    from tasks.characterize.persist import read_final_psf_and_ap_corr_map
+
+    visit, detector, _, src, _, _, layout = simulated
+    missing = detector + 1  # no exposure on disk: a failed row, not a crash
+    res = FinalizeCharacterizationTask().runQuantum(layout, visit, {detector: src, missing: src})
+    cat = res.psf_ap_corr_cat.set_index("detector")
+    assert cat.loc[detector, "psf_ok"] and not cat.loc[missing, "psf_ok"]
+    psf, amap = read_final_psf_and_ap_corr_map(layout, visit, detector)
+    xs, ys = np.array([10.0, 400.0]), np.array([20.0, 700.0])
+    assert np.array_equal(psf.compute_images(xs, ys), res.psfs[detector].compute_images(xs, ys))
+    assert np.array_equal(amap.evaluate(xs, ys), res.ap_corr_maps[detector].evaluate(xs, ys))
