@@ -186,8 +186,8 @@ class DcrModel:
             wherever a shifted sub-filter had no data.
         """
         shifts = self.shifts(visit_info)
-        image = np.zeros(self.bbox.shape, dtype=np.float64)
-        variance = np.zeros(self.bbox.shape, dtype=np.float64)
+        image = np.zeros(self.bbox.shape, dtype=np.float32)
+        variance = np.zeros(self.bbox.shape, dtype=np.float32)
         mask = np.zeros(self.bbox.shape, dtype=np.uint32)
         no_data = np.zeros(self.bbox.shape, dtype=bool)
         for exp, (dx, dy) in zip(self.subfilters, shifts, strict=True):
@@ -197,17 +197,17 @@ class DcrModel:
             # variance and mask move by the nearest whole pixel: both are
             # smooth or categorical, and the sub-pixel part is below their scale
             ix, iy = int(np.round(dx)), int(np.round(dy))
-            variance += _roll_fill(np.nan_to_num(exp.variance, nan=0.0), iy, ix, 0.0)
+            variance += _roll_fill(exp.variance, iy, ix, 0.0)
             mask |= _roll_fill(exp.mask & ~np.uint32(_UNUSABLE), iy, ix, 0).astype(np.uint32)
             no_data |= shifted_bad
+        no_data |= ~np.isfinite(variance)
         image[no_data] = np.nan
         variance[no_data] = np.nan
         mask[no_data] |= np.uint32(MaskPlane.NO_DATA)
-        dtype = self.subfilters[0].image.dtype
         return Exposure(
-            image.astype(dtype),
+            image,
             mask,
-            variance.astype(dtype),
+            variance,
             self.wcs,
             self.bbox,
             psf=self.psf,

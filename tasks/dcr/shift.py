@@ -129,7 +129,7 @@ def shift_image(
 
     Returns
     -------
-    shifted : `numpy.ndarray` (float64)
+    shifted : `numpy.ndarray` (float32)
         Shifted image; 0 where the bad mask is set.
     shifted_bad : `numpy.ndarray` of `bool`
         Output pixels whose interpolation support (the four taps along each
@@ -140,9 +140,8 @@ def shift_image(
     missing = ~np.isfinite(image)
     if bad is not None:
         missing |= bad
-    filled = fill_bad_pixels(image, missing)
-    coeff = ndimage.spline_filter1d(filled, order=3, axis=0, mode="mirror")
-    coeff = ndimage.spline_filter1d(coeff, order=3, axis=1, mode="mirror")
+    filled = fill_bad_pixels(image, missing) if missing.any() else image
+    coeff = ndimage.spline_filter(filled, order=3, output=np.float32, mode="mirror")
     shifted = _shift_axis(_shift_axis(coeff, dy, 0, 0.0), dx, 1, 0.0)
     source_bad = missing.copy()
     # the border pixels' spline support leaves the image

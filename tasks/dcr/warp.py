@@ -2,7 +2,7 @@
 
 The pixel mapping destination → sky → source is smooth, so we evaluate the
 two astropy WCS transforms exactly on a coarse grid of destination pixels
-only, interpolate it to every pixel with a bicubic spline, and check the
+only, interpolate it bilinearly to every pixel, and check the
 interpolation against the exact mapping at the cell centres (the grid is
 refined until the error is below ``tolerance`` pixels).  This is the
 "interpolation length" trick of the LSST warper; it makes the WCS cost
@@ -11,9 +11,10 @@ astropy takes seconds (see ``bench/dcr``).
 
 The image is then sampled at the mapped positions with a cubic B-spline
 (``scipy.ndimage.map_coordinates``, order 3: an interpolating kernel with a
-better pass band than Lanczos-3 at the same support), the variance with
-bilinear interpolation (it is smooth and must stay positive), the mask with
-the nearest pixel.  Source pixels without data are filled before the spline
+better pass band than Lanczos-3 at the same support), only at destination
+pixels that fall inside the source; the variance and the mask take the
+nearest source pixel (the variance is smooth on a pixel scale and must stay
+positive).  Source pixels without data are filled before the spline
 and every destination pixel whose interpolation support touches them, or
 that falls outside the source, is ``NO_DATA`` (image and variance NaN).
 """
@@ -23,7 +24,6 @@ from __future__ import annotations
 import numpy as np
 from astropy.wcs import WCS
 from scipy import ndimage
-from scipy.interpolate import RectBivariateSpline
 
 from tasks.dcr.shift import fill_bad_pixels
 from tasks.images import Box2I, Exposure, MaskPlane
@@ -40,6 +40,17 @@ def _exact(dest_wcs: WCS, src_wcs: WCS, x: np.ndarray, y: np.ndarray):
     return src_wcs.wcs_world2pix(ra, dec, 0)
 
 
+def _linear_weights(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Dense ``(len(points), len(grid))`` matrix of linear interpolation weights."""
+    j = np.clip(np.searchsorted(grid, points, side="right") - 1, 0, len(grid) - 2)
+    t = (points - grid[j]) / (grid[j + 1] - grid[j])
+    weights = np.zeros((len(points), len(grid)))
+    rows = np.arange(len(points))
+    weights[rows, j] = 1.0 - t
+    weights[rows, j + 1] = t
+    return weights
+
+
 def pixel_mapping(
     dest_wcs: WCS,
     dest_bbox: Box2I,
@@ -49,6 +60,11 @@ def pixel_mapping(
     tolerance: float = 0.01,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Source parent pixel positions of every destination pixel.
+
+    The exact mapping is computed on a grid of destination pixels and
+    interpolated bilinearly (as two small matrix products); the grid is
+    refined until the interpolation error at the cell centres is below
+    ``tolerance``.
 
     Parameters
     ----------
@@ -68,43 +84,24 @@ def pixel_mapping(
     """
     spacing = max(int(spacing), 2)
     while True:
-        nx = max(int(np.ceil((dest_bbox.width - 1) / spacing)), 3) + 1
-        ny = max(int(np.ceil((dest_bbox.height - 1) / spacing)), 3) + 1
+        nx = max(int(np.ceil((dest_bbox.width - 1) / spacing)), 1) + 1
+        ny = max(int(np.ceil((dest_bbox.height - 1) / spacing)), 1) + 1
         gx = np.linspace(dest_bbox.x0, dest_bbox.x1, nx)
         gy = np.linspace(dest_bbox.y0, dest_bbox.y1, ny)
         xx, yy = np.meshgrid(gx, gy)
-        sx, sy = _exact(dest_wcs, src_wcs, xx.ravel(), yy.ravel())
-        spline_x = RectBivariateSpline(gy, gx, sx.reshape(ny, nx), kx=3, ky=3)
-        spline_y = RectBivariateSpline(gy, gx, sy.reshape(ny, nx), kx=3, ky=3)
+        sx, sy = (a.reshape(ny, nx) for a in _exact(dest_wcs, src_wcs, xx.ravel(), yy.ravel()))
         cx = 0.5 * (gx[:-1] + gx[1:])
         cy = 0.5 * (gy[:-1] + gy[1:])
         cxx, cyy = np.meshgrid(cx, cy)
         ex, ey = _exact(dest_wcs, src_wcs, cxx.ravel(), cyy.ravel())
-        err = np.hypot(spline_x(cy, cx).ravel() - ex, spline_y(cy, cx).ravel() - ey).max()
+        wy, wx = _linear_weights(cy, gy), _linear_weights(cx, gx)
+        err = np.hypot((wy @ sx @ wx.T).ravel() - ex, (wy @ sy @ wx.T).ravel() - ey).max()
         if err <= tolerance or spacing <= 4:
             break
         spacing //= 2
-    ys = np.arange(dest_bbox.y0, dest_bbox.y1 + 1, dtype=float)
-    xs = np.arange(dest_bbox.x0, dest_bbox.x1 + 1, dtype=float)
-    return spline_x(ys, xs), spline_y(ys, xs)
-
-
-def _covered_box(
-    sx: np.ndarray, sy: np.ndarray, src_bbox: Box2I, margin: int
-) -> tuple[Box2I | None, tuple[slice, slice] | None]:
-    """Source sub-box needed and destination rows/cols that map inside the source."""
-    inside = src_bbox.contains(sx, sy)
-    if not np.any(inside):
-        return None, None
-    rows = np.nonzero(inside.any(axis=1))[0]
-    cols = np.nonzero(inside.any(axis=0))[0]
-    dest_slices = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    x0 = int(np.floor(sx[dest_slices][inside[dest_slices]].min())) - margin
-    x1 = int(np.ceil(sx[dest_slices][inside[dest_slices]].max())) + margin
-    y0 = int(np.floor(sy[dest_slices][inside[dest_slices]].min())) - margin
-    y1 = int(np.ceil(sy[dest_slices][inside[dest_slices]].max())) + margin
-    box = Box2I.from_corners(x0, y0, x1, y1).intersection(src_bbox)
-    return box, dest_slices
+    wy = _linear_weights(np.arange(dest_bbox.y0, dest_bbox.y1 + 1, dtype=float), gy)
+    wx = _linear_weights(np.arange(dest_bbox.x0, dest_bbox.x1 + 1, dtype=float), gx)
+    return wy @ sx @ wx.T, wy @ sy @ wx.T
 
 
 def warp_exposure(
@@ -149,37 +146,49 @@ def warp_exposure(
         band=source.band,
     )
     sx, sy = pixel_mapping(dest_wcs, dest_bbox, source.wcs, spacing=spacing, tolerance=tolerance)
-    box, dest = _covered_box(sx, sy, source.bbox, margin=4)
-    if box is None:
+    inside = np.flatnonzero(source.bbox.contains(sx, sy))
+    if inside.size == 0:
         return out
-    sub = source.bbox.slices(box)
-    src_img = source.image[sub]
-    src_var = source.variance[sub]
-    src_mask = source.mask[sub]
+    # array coordinates of the covered destination pixels in the source
+    ax = sx.ravel()[inside] - source.bbox.x0
+    ay = sy.ravel()[inside] - source.bbox.y0
+    del sx, sy
+    # the source rows/columns needed (+ the spline support)
+    box = Box2I.from_corners(
+        int(np.floor(ax.min())) - 3,
+        int(np.floor(ay.min())) - 3,
+        int(np.ceil(ax.max())) + 3,
+        int(np.ceil(ay.max())) + 3,
+    ).intersection(Box2I(0, 0, source.bbox.width, source.bbox.height))
+    rows = slice(box.y0, box.y0 + box.height)
+    cols = slice(box.x0, box.x0 + box.width)
+    ax -= box.x0
+    ay -= box.y0
+    src_img = source.image[rows, cols]
+    src_var = source.variance[rows, cols]
+    src_mask = source.mask[rows, cols]
     missing = ~np.isfinite(src_img) | ~np.isfinite(src_var) | ((src_mask & _UNUSABLE) != 0)
-    # array coordinates inside the source sub-box
-    ax = sx[dest] - box.x0
-    ay = sy[dest] - box.y0
-    coords = np.array([ay, ax])
-    filled = fill_bad_pixels(src_img, missing)
-    warped_img = ndimage.map_coordinates(filled, coords, order=3, mode="nearest")
-    var_filled = np.where(missing, 0.0, src_var)
-    warped_var = ndimage.map_coordinates(var_filled, coords, order=1, mode="nearest")
-    # nearest source pixel for the mask (floor(v + 0.5) convention)
-    ix = np.clip(np.floor(ax + 0.5).astype(np.int64), 0, box.width - 1)
-    iy = np.clip(np.floor(ay + 0.5).astype(np.int64), 0, box.height - 1)
-    warped_mask = src_mask[iy, ix] & ~np.uint32(_UNUSABLE)
-    # pixels whose cubic support (4x4) touches missing data, or outside the source
-    grown = ndimage.binary_dilation(missing, iterations=1)
-    touched = ndimage.map_coordinates(
-        grown.astype(np.float32), coords, order=1, mode="constant", cval=1.0
+    any_missing = bool(missing.any())
+    filled = fill_bad_pixels(src_img, missing) if any_missing else src_img
+    coeff = ndimage.spline_filter(filled, order=3, output=np.float32, mode="mirror")
+    coords = np.array([ay, ax], dtype=np.float32)
+    warped_img = ndimage.map_coordinates(
+        coeff, coords, order=3, mode="mirror", prefilter=False, output=np.float32
     )
-    outside = ~source.bbox.contains(sx[dest], sy[dest])
-    no_data = (touched > 1e-3) | outside
-    warped_img[no_data] = np.nan
-    warped_var[no_data] = np.nan
-    warped_mask[no_data] |= np.uint32(MaskPlane.NO_DATA)
-    image[dest] = warped_img
-    variance[dest] = warped_var
-    mask[dest] = warped_mask
+    # nearest source pixel (floor(v + 0.5)) for the variance and the mask: both
+    # are smooth or categorical on the scale of a pixel
+    ix = np.clip(np.floor(ax + 0.5).astype(np.intp), 0, box.width - 1)
+    iy = np.clip(np.floor(ay + 0.5).astype(np.intp), 0, box.height - 1)
+    flat = iy * box.width + ix
+    warped_var = np.asarray(src_var, dtype=np.float32).ravel()[flat]
+    warped_mask = src_mask.ravel()[flat] & ~np.uint32(_UNUSABLE)
+    if any_missing:
+        # the cubic support (4x4) of a position lies within 2 pixels of its nearest pixel
+        touched = ndimage.binary_dilation(missing, structure=np.ones((5, 5), bool)).ravel()[flat]
+        warped_img[touched] = np.nan
+        warped_var[touched] = np.nan
+        warped_mask[touched] |= np.uint32(MaskPlane.NO_DATA)
+    image.ravel()[inside] = warped_img
+    variance.ravel()[inside] = warped_var
+    mask.ravel()[inside] = warped_mask
     return out
