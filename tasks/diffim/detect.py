@@ -70,6 +70,9 @@ class DetectAndMeasureConfig(TaskConfig):
     dipoleRadius: float = Field(
         4.0, ge=0, description="Opposite peaks closer than this (PSF sigmas) form a dipole."
     )
+    filterRadius: float = Field(
+        3.0, gt=0, description="Radius (PSF sigmas) of the PSF kernel used as matched filter."
+    )
     nPasses: int = Field(
         2,
         ge=1,
@@ -133,11 +136,24 @@ class DetectAndMeasureTask(Task):
         sigma = float(exposure.psf.sigma(cx, cy))
         bad = ((exposure.mask & bad_bits) != 0) | ~np.isfinite(exposure.image)
         kernel = exposure.psf.compute_kernel_image(cx, cy)
+        # the matched filter needs the core of the PSF, not its far wings
+        half = min(kernel.shape[0] // 2, max(2, int(np.ceil(self.config.filterRadius * sigma))))
+        centre = kernel.shape[0] // 2
+        kernel = kernel[centre - half : centre + half + 1, centre - half : centre + half + 1]
+        filtered_var = None
         min_sep = max(1, int(round(self.config.minPeakSeparation * sigma)))
         grow = int(np.ceil(self.config.footprintGrow * sigma))
 
         def detect(image: np.ndarray):
-            filtered, snr = psf_filter(image, exposure.variance, kernel, bad)
+            nonlocal filtered_var
+            filtered, snr, filtered_var = psf_filter(
+                image,
+                exposure.variance,
+                kernel,
+                bad,
+                filtered_variance=filtered_var,
+                return_variance=True,
+            )
             peaks = find_peaks(
                 snr,
                 self.config.threshold,

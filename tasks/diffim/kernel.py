@@ -115,15 +115,19 @@ class MatchingKernel:
 
     def convolve(self, image: np.ndarray) -> np.ndarray:
         """Convolve an image (array coordinates) with the spatially varying kernel."""
-        kernels = self.spatial_kernels()
+        kernels = self.spatial_kernels().astype(image.dtype)
         height, width = image.shape
         result = signal.oaconvolve(image, kernels[0], mode="same")
         if len(kernels) > 1:
             x0, y0, x1, y1 = self.bbox_xy
             u = 2.0 * (np.arange(width) - x0) / max(x1 - x0, 1.0) - 1.0
             v = 2.0 * (np.arange(height) - y0) / max(y1 - y0, 1.0) - 1.0
-            result += signal.oaconvolve(image, kernels[1], mode="same") * u[None, :]
-            result += signal.oaconvolve(image, kernels[2], mode="same") * v[:, None]
+            result += signal.oaconvolve(image, kernels[1], mode="same") * u[None, :].astype(
+                result.dtype
+            )
+            result += signal.oaconvolve(image, kernels[2], mode="same") * v[:, None].astype(
+                result.dtype
+            )
         return result
 
     def sum_at(self, x: float, y: float) -> float:

@@ -76,7 +76,10 @@ def psf_filter(
     variance: np.ndarray,
     kernel: np.ndarray,
     bad: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    *,
+    filtered_variance: np.ndarray | None = None,
+    return_variance: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Correlate an image with its PSF and return the filtered image and significance.
 
     Parameters
@@ -87,6 +90,11 @@ def psf_filter(
         PSF kernel image (odd square; normalised to sum 1 here).
     bad : `numpy.ndarray` of bool, optional
         Pixels to ignore (NO_DATA and the like); non-finite pixels are ignored too.
+    filtered_variance : `numpy.ndarray`, optional
+        ``sum(P**2 * variance)`` from an earlier call with the same variance,
+        kernel and bad pixels (saves one convolution).
+    return_variance : `bool`, optional
+        Also return ``filtered_variance``.
 
     Returns
     -------
@@ -94,27 +102,33 @@ def psf_filter(
         ``sum(P * image)`` around each pixel: the PSF flux estimate times ``sum(P**2)``.
     snr : `numpy.ndarray` (float32)
         ``filtered / sqrt(sum(P**2 * variance))``; 0 where no pixel is usable.
+    filtered_variance : `numpy.ndarray` (float32)
+        Only with ``return_variance``.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     kernel = kernel / kernel.sum()
     unusable = ~(np.isfinite(image) & np.isfinite(variance) & (variance > 0))
     if bad is not None:
         unusable |= bad
-    img = np.where(unusable, 0.0, image).astype(np.float32)
-    var = np.where(unusable, 0.0, variance).astype(np.float32)
+    img = np.where(unusable, np.float32(0.0), image).astype(np.float32, copy=False)
     flipped = kernel[::-1, ::-1]  # correlation = convolution with the flipped kernel
-    filtered = _convolve(img, flipped.astype(np.float32))
-    filtered_var = _convolve(var, (flipped**2).astype(np.float32))
-    # FFT round-off leaves tiny negative variances where everything is masked
-    floor = (
-        1e-6 * float(np.median(var[~unusable])) * float((kernel**2).sum())
-        if (~unusable).any()
-        else 0.0
-    )
+    filtered = _convolve(img, flipped.astype(np.float32)).astype(np.float32, copy=False)
+    if filtered_variance is None:
+        var = np.where(unusable, np.float32(0.0), variance).astype(np.float32, copy=False)
+        filtered_variance = _convolve(var, (flipped**2).astype(np.float32)).astype(
+            np.float32, copy=False
+        )
+    # FFT round-off leaves tiny non-zero variances where everything is masked
+    sample = variance[::7, ::7][~unusable[::7, ::7]]
+    floor = 1e-6 * float(np.median(sample)) * float((kernel**2).sum()) if sample.size else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(filtered_var > floor, filtered / np.sqrt(filtered_var), 0.0)
+        snr = np.where(
+            filtered_variance > floor, filtered / np.sqrt(filtered_variance), np.float32(0.0)
+        ).astype(np.float32, copy=False)
     snr[unusable] = 0.0
-    return filtered.astype(np.float32), snr.astype(np.float32)
+    if return_variance:
+        return filtered, snr, filtered_variance
+    return filtered, snr
 
 
 def find_peaks(
