@@ -61,7 +61,7 @@ class SimulationConfig(BaseModel):
         description="Sky level per band, counts per pixel.",
     )
     read_noise: float = Field(5.0, ge=0, description="Read noise, counts.")
-    saturation: float = Field(60000.0, gt=0, description="Saturation level, counts above sky.")
+    saturation: float = Field(30000.0, gt=0, description="Saturation level, counts above sky.")
     n_bad_columns: int = Field(2, ge=0, description="Bad columns per detector.")
     n_cosmic_rays: int = Field(15, ge=0, description="Cosmic rays per exposure.")
     apply_dcr: bool = Field(True, description="Shift each source by its SED's DCR.")
@@ -70,8 +70,11 @@ class SimulationConfig(BaseModel):
     n_variable: int = Field(60, ge=0, description="Variable stars.")
     n_transient: int = Field(30, ge=0, description="Transients.")
     n_sso: int = Field(40, ge=0, description="Solar System objects.")
+    n_bright: int = Field(
+        3, ge=0, description="Of the static stars, how many are bright (13.5-15 mag, saturated)."
+    )
     mag_range: tuple[float, float] = Field(
-        (15.5, 24.5), description="r magnitude range of static stars."
+        (15.0, 24.5), description="r magnitude range of static stars."
     )
     sed_slope_range: tuple[float, float] = Field(
         (-2.5, 2.5), description="Range of spectral slopes (f_nu ~ lambda**slope)."
@@ -117,7 +120,7 @@ class SimulationConfig(BaseModel):
             "n_visits": 4,
             "visits_per_night": 4,
             "n_static": 300,
-            "mag_range": (15.5, 23.0),
+            "mag_range": (15.0, 23.0),
             "n_variable": 15,
             "n_transient": 8,
             "n_sso": 10,

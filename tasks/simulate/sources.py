@@ -86,7 +86,10 @@ def make_objects(
     for k in KINDS:
         sl[k] = slice(start, start + counts[k])
         start += counts[k]
-    mag[sl["static"]] = _power_law_mags(rng, counts["static"], *config.mag_range)
+    static_mags = _power_law_mags(rng, counts["static"], *config.mag_range)
+    n_bright = min(config.n_bright, counts["static"])
+    static_mags[:n_bright] = rng.uniform(13.5, 15.0, n_bright)  # saturate in a visit
+    mag[sl["static"]] = static_mags
     mag[sl["variable"]] = rng.uniform(17.0, 22.0, counts["variable"])
     mag[sl["transient"]] = rng.uniform(19.0, 22.5, counts["transient"])
     mag[sl["sso"]] = rng.uniform(19.0, 22.5, counts["sso"])

@@ -277,3 +277,21 @@ def test_an_empty_sky_still_writes_a_valid_layout(tmp_path):
     clean = exp.mask == 0
     # only sky noise: the variance plane describes it
     assert np.std(exp.image[clean] / np.sqrt(exp.variance[clean])) == pytest.approx(1.0, abs=0.05)
+
+
+def test_bright_stars_saturate_and_are_flagged(survey):
+    truth, layout = survey
+    visit = layout.visits()[0]
+    exp = layout.read_exposure(visit, 0)
+    src = layout.read_truth_sources(visit, 0)
+    sat = src[src["saturated"]]
+    assert len(sat) >= 1
+    for row in sat.itertuples():
+        i, j = int(np.floor(row.y + 0.5)), int(np.floor(row.x + 0.5))
+        assert exp.mask[i, j] & MaskPlane.SAT
+        assert exp.image[i, j] == pytest.approx(CONFIG.saturation)
+    # unsaturated stars have no SAT pixel at their centre
+    ok = src[~src["saturated"]]
+    rows = np.floor(ok["y"].to_numpy() + 0.5).astype(int)
+    cols = np.floor(ok["x"].to_numpy() + 0.5).astype(int)
+    assert not np.any(exp.mask[rows, cols] & MaskPlane.SAT.value)
