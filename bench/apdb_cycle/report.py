@@ -28,10 +28,12 @@ def summarize(visits: list[dict], names: list[str]) -> dict:
     for name in names:
         results = [v["results"][name] for v in visits]
         totals = {p: sum(r["times"][p] for r in results) for p in ALL}
+        cpu = {p: sum(r.get("client_cpu_s", {}).get(p, 0.0) for r in results) for p in ALL}
         rows = sum(r["rows_stored"] for r in results)
         per_visit = [r["times"]["total"] for r in results]
         summary["per_implementation"][name] = {
             "sum_s": totals,
+            "client_cpu_sum_s": cpu,
             "last_visit_s": results[-1]["times"] if results else None,
             "max_visit_total_s": max(per_visit) if per_visit else None,
             "mean_visit_total_s": sum(per_visit) / len(per_visit) if per_visit else None,
@@ -137,7 +139,19 @@ def print_report(result: dict) -> None:
     for ref in refs if OURS in names else []:
         r = summary["ratio_reference_over_ours"][ref]
         print(f"{'ratio ' + _short(ref) + '/ours':<34}" + "".join(_fmt(r[p]) for p in ALL))
+    impl = summary["per_implementation"]
+    if any(impl[n]["client_cpu_sum_s"]["total"] > 0 for n in names):
+        print("client CPU time of the benchmark process (s; the rest: server work and waiting)")
+        for name in names:
+            s = impl[name]["client_cpu_sum_s"]
+            print(f"{'  ' + name:<34}" + "".join(f"{s[p]:>10.2f}" for p in ALL))
     compute = sum(v["compute_s"] for v in visits)
+    loads = [v["load_average_1min"] for v in visits if "load_average_1min" in v]
+    if loads:
+        print(
+            f"1-min load average at the visits: {min(loads):.1f} to {max(loads):.1f} "
+            f"on {env.get('cpu_count')} CPUs"
+        )
     print(f"(shared DiaObject update computation, not in the totals: {compute:.2f} s)")
 
     print()

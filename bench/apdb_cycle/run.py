@@ -111,6 +111,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="cProfile our implementation's phases; top functions printed, stats file saved",
     )
     p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        help="print the report of a saved JSON result and exit (runs nothing)",
+    )
+    p.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -119,23 +125,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _timed(fn, *args):
-    t0 = time.perf_counter()
+def _timed(fn, *args, cpu: dict | None = None, key: str = ""):
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn(*args)
+    if cpu is not None:
+        cpu[key] = time.process_time() - c0
     return out, time.perf_counter() - t0
 
 
 def run_cycle(backend: Backend, vd: VisitData, profiler: cProfile.Profile | None) -> dict:
     """One visit's APDB work through one backend; phase times and checks."""
     objects, sources, forced = backend.prepare(vd)
+    cpu: dict = {}
     if profiler is not None:
         profiler.enable()
     try:
-        dia_objects, t_obj = _timed(backend.read_objects, vd)
+        dia_objects, t_obj = _timed(backend.read_objects, vd, cpu=cpu, key="objects")
         ids = dia_objects["diaObjectId"].to_numpy(dtype=np.int64)
-        history, t_src = _timed(backend.read_sources, vd, ids)
-        forced_history, t_frc = _timed(backend.read_forced_sources, vd, ids)
-        _, t_store = _timed(backend.store, vd, objects, sources, forced)
+        history, t_src = _timed(backend.read_sources, vd, ids, cpu=cpu, key="sources")
+        forced_history, t_frc = _timed(backend.read_forced_sources, vd, ids, cpu=cpu, key="forced")
+        _, t_store = _timed(backend.store, vd, objects, sources, forced, cpu=cpu, key="store")
     finally:
         if profiler is not None:
             profiler.disable()
@@ -152,8 +161,10 @@ def run_cycle(backend: Backend, vd: VisitData, profiler: cProfile.Profile | None
     times = {"objects": t_obj, "sources": t_src, "forced": t_frc, "store": t_store}
     times["total"] = sum(times[p] for p in PHASES)
     stored = len(objects) + len(sources) + len(forced)
+    cpu["total"] = sum(cpu[p] for p in PHASES)
     return {
         "times": times,
+        "client_cpu_s": cpu,
         "counts": counts,
         "ok": counts == expected,
         "rows_stored": stored,
@@ -188,6 +199,11 @@ def _environment(server: Server) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; return the exit status."""
     args = parse_args(argv)
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        saved["summary"] = summarize(saved["visits"], saved["implementations"])
+        print_report(saved)
+        return 0
     config = WorkloadConfig(
         visits=args.visits,
         n_sources=args.sources,
@@ -224,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         for vd in workload:
             record: dict = {
                 "visit": vd.visit,
+                "load_average_1min": os.getloadavg()[0],
                 "band": vd.band,
                 "mjd": vd.mjd,
                 "compute_s": vd.compute_s,
@@ -309,6 +326,7 @@ def _print_progress(record: dict) -> None:
         )
     if "copy_limit" in record:
         parts.append(f"COPY {record['copy_limit']['total_s']:.2f}s")
+    parts.append(f"load {record['load_average_1min']:.1f}")
     print(" | ".join(parts), flush=True)
 
 
