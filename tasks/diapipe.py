@@ -22,7 +22,7 @@ A visit/detector already in the APDB is refused before anything is written.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
 import numpy as np
@@ -45,6 +45,10 @@ from tasks.association.ssoassociation import (
 )
 from tasks.base import Struct, Task, TaskConfig, TaskError
 from tasks.forcedphot import ForcedPhotCcdFromDataFrameConfig, ForcedPhotCcdFromDataFrameTask
+
+if TYPE_CHECKING:
+    from apdb import Apdb
+    from tasks.images import Exposure
 
 __all__ = ["DiaPipelineConfig", "DiaPipelineTask", "DiaPipelineError", "VisitAlreadyStoredError"]
 
@@ -144,10 +148,10 @@ class DiaPipelineTask(Task):
     def run(
         self,
         diaSourceTable: pd.DataFrame,
-        diffIm,
-        exposure,
-        template,
-        apdb,
+        diffIm: Exposure | None,
+        exposure: Exposure,
+        template: Exposure | None,
+        apdb: Apdb,
         solarSystemObjectTable: pd.DataFrame | None = None,
     ) -> Struct:
         """Process one visit/detector's DiaSources and store the results.

@@ -15,6 +15,8 @@ and may carry ``designation``, ``mag`` (predicted V magnitude), and rates
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import astropy.units as u
 import numpy as np
 import pandas as pd
@@ -29,6 +31,9 @@ from tasks.association.skygeom import (
     unit_vectors,
 )
 from tasks.base import Struct, Task, TaskConfig, TaskError
+
+if TYPE_CHECKING:
+    from tasks.images import Exposure
 
 __all__ = ["SsSingleFrameAssociationConfig", "SsSingleFrameAssociationTask"]
 
@@ -55,7 +60,7 @@ class SsSingleFrameAssociationTask(Task):
 
     def run(
         self,
-        exposure,
+        exposure: Exposure,
         sourceTable: pd.DataFrame,
         band: str,
         solarSystemObjectTable: pd.DataFrame | None = None,
@@ -90,7 +95,10 @@ class SsSingleFrameAssociationTask(Task):
         return self.associateSources(sourceTable, solarSystemObjectTable, exposure)
 
     def associateSources(
-        self, sourceTable: pd.DataFrame, solarSystemObjectTable: pd.DataFrame, exposure
+        self,
+        sourceTable: pd.DataFrame,
+        solarSystemObjectTable: pd.DataFrame,
+        exposure: Exposure,
     ) -> Struct:
         """Associate single-image sources with ssObjects.
 
@@ -180,7 +188,7 @@ class SsSingleFrameAssociationTask(Task):
             )
         return table.loc[good].assign(ra=ra[good], dec=dec[good])
 
-    def _select_on_exposure(self, ssos: pd.DataFrame, exposure) -> pd.DataFrame:
+    def _select_on_exposure(self, ssos: pd.DataFrame, exposure: Exposure) -> pd.DataFrame:
         if len(ssos) == 0:
             return ssos
         x, y = exposure.sky_to_pixel(ssos["ra"].to_numpy(), ssos["dec"].to_numpy())
