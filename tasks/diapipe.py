@@ -108,7 +108,7 @@ class DiaPipelineConfig(TaskConfig):
         ge=1,
         description=(
             "Forced photometry only for DiaObjects with at least this many good "
-            "(unflagged) DiaSources, this visit included."
+            "(unflagged) DiaSources in the history window, this visit included."
         ),
     )
     badFlags: list[str] = Field(
