@@ -135,6 +135,7 @@ class SimulationConfig(BaseModel):
             "n_detectors": 1,
             "detector_size": (4096, 4096),
             "n_visits": 1,
+            "bands": ["r"],
             "n_static": 9600,
             "n_variable": 200,
             "n_transient": 100,

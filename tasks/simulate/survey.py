@@ -265,7 +265,7 @@ def simulate_survey(
     if layout is not None:
         rng_coadd = seeded_rng(config, STREAMS["coadds"])
         patches = [pi for pi in tract.patches() if pi.outer_bbox.intersection(coverage) is not None]
-        for band in dict.fromkeys(config.bands):
+        for band in dict.fromkeys(p.visit_info.band for p in planned):
             for pi in patches:
                 coadds = render_patch_coadds(objects, pi, band, config, rng_coadd)
                 for k, exp in enumerate(coadds.subfilters):
