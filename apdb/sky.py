@@ -10,7 +10,9 @@ phases:
 2. an exact angular filter of the returned rows (`Region.contains`).
 
 healpy is only ever queried at coarse orders: ``query_disc(inclusive=True)``
-at very fine orders aborts the process.
+at very fine orders aborts the process.  It is imported on first use (it
+pulls in matplotlib, seconds of start-up that commands like ``apdb info``
+do not need).
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-import healpy as hp
 import numpy as np
 
 from apdb.errors import InvalidRegionError
@@ -36,6 +37,12 @@ __all__ = [
 
 _ORDER0_SIDE_DEG = 58.6  # side of an order-0 HEALPix pixel, roughly
 _MAX_HEALPY_ORDER = 29
+
+
+def _hp():
+    import healpy
+
+    return healpy
 
 
 def unit_vectors(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -71,7 +78,7 @@ def pixel_index(ra: np.ndarray, dec: np.ndarray, order: int = 29) -> np.ndarray:
     dec = np.asarray(dec, dtype=np.float64)
     if ra.size == 0:
         return np.zeros(ra.shape, dtype=np.int64)
-    return hp.ang2pix(1 << order, ra, dec, nest=True, lonlat=True).astype(np.int64)
+    return _hp().ang2pix(1 << order, ra, dec, nest=True, lonlat=True).astype(np.int64)
 
 
 def pixels_to_ranges(pixels: np.ndarray, order: int, index_order: int = 29) -> np.ndarray:
@@ -175,7 +182,7 @@ class Cone(Region):
 
     def cover_pixels(self, order: int) -> np.ndarray:
         """Pixels at ``order`` overlapping the cone."""
-        return hp.query_disc(
+        return _hp().query_disc(
             1 << order, self._vec, math.radians(self.radius), inclusive=True, nest=True
         )
 
@@ -275,7 +282,7 @@ class Polygon(Region):
 
     def cover_pixels(self, order: int) -> np.ndarray:
         """Pixels at ``order`` overlapping the (padded) polygon."""
-        return hp.query_polygon(1 << order, self._padded_vertices(), inclusive=True, nest=True)
+        return _hp().query_polygon(1 << order, self._padded_vertices(), inclusive=True, nest=True)
 
 
 def footprint_region(wcs, bbox, margin_arcsec: float = 20.0) -> Polygon:

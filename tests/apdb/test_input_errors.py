@@ -180,9 +180,7 @@ CASES = [
         "SQL in a free-text column",
         SuspiciousStringError,
         "reliabilityVersion",
-        lambda f: _bad(
-            f, "dia_sources", reliabilityVersion=_col(None, bad="x';--")
-        ),
+        lambda f: _bad(f, "dia_sources", reliabilityVersion=_col(None, bad="x';--")),
     ),
     (
         "string too long",
