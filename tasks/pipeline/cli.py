@@ -48,6 +48,8 @@ def open_apdb(url: str):
 
 def main(args: argparse.Namespace) -> int:
     """Run the pipeline; exit status 1 if any visit failed, 2 on bad arguments."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from apdb.errors import ApdbError
     from tasks.data_layout import DataLayout
     from tasks.pipeline.runner import run_pipeline
@@ -64,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     config.packageAlerts.doProduceAlerts = bool(args.kafka)
     try:
         apdb = open_apdb(args.apdb_url)
-    except ApdbError as exc:
+    except (ApdbError, SQLAlchemyError) as exc:  # the engine should wrap the latter (reported)
         print(f"error: cannot open the APDB {args.apdb_url}: {exc}", file=sys.stderr)
         return 2
     with apdb:

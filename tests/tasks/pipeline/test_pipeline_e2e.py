@@ -158,6 +158,14 @@ def test_every_bright_transient_and_variable_has_an_alert(pipeline_run):
 
 
 def test_cutout_flux_agrees_with_the_dia_source(pipeline_run):
+    """Aperture sums on the difference cutouts against the truth and the DiaSource flux.
+
+    The cutout (calibrated pixels, variance, local WCS) must reproduce the
+    simulated difference flux within its error plus 5 %. The DiaSource
+    ``psfFlux`` of the detection step is compared with a looser 25 %: on this
+    simulation it is up to ~20 % below the truth for some sources (reported
+    to the detection step), while the cutouts agree with the truth.
+    """
     layout, apdb, summary, _ = pipeline_run
     truth = expected_detections(layout, summary.processed)
     checked = 0
@@ -165,11 +173,12 @@ def test_cutout_flux_agrees_with_the_dia_source(pipeline_run):
         rows = truth[truth["visit"] == visit]
         for alert in alerts:
             src = alert["diaSource"]
-            near = np.hypot(rows["x"] - src["x"], rows["y"] - src["y"]) < 2.0
-            if not near.any() or src["snr"] is None or abs(src["snr"]) < 20:
+            dist = np.hypot(rows["x"] - src["x"], rows["y"] - src["y"]).to_numpy()
+            if not (dist < 2.0).any() or src["snr"] is None or abs(src["snr"]) < 20:
                 continue
             if min(src["x"], src["y"], 511 - src["x"], 511 - src["y"]) < 32:
                 continue  # PSF fluxes of the detection step are not trusted this near an edge
+            true_flux = float(rows["diffFlux"].to_numpy()[np.argmin(dist)])
             assert alert["cutoutScience"] is not None and alert["cutoutTemplate"] is not None
             ccd = CCDData.read(io.BytesIO(alert["cutoutDifference"]), format="fits")
             px, py = ccd.wcs.world_to_pixel_values(src["ra"], src["dec"])
@@ -179,13 +188,9 @@ def test_cutout_flux_agrees_with_the_dia_source(pipeline_run):
                 continue
             flux = float(ccd.data[aperture].sum(dtype=np.float64))
             err = float(np.sqrt(ccd.uncertainty.array[aperture].sum(dtype=np.float64)))
-            assert abs(flux - src["psfFlux"]) < 5 * err + 0.1 * abs(src["psfFlux"]), (
-                visit,
-                src["diaSourceId"],
-                flux,
-                src["psfFlux"],
-                err,
-            )
+            where = (visit, src["diaSourceId"], flux, true_flux, src["psfFlux"], err)
+            assert abs(flux - true_flux) < 5 * err + 0.05 * abs(true_flux), where
+            assert abs(flux - src["psfFlux"]) < 5 * err + 0.25 * abs(src["psfFlux"]), where
             checked += 1
     assert checked >= 5
 

@@ -1,0 +1,29 @@
+"""The pipeline's command line: parsing and argument errors (the runs are in the e2e tests)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.cli import build_parser, main
+
+
+def test_run_and_demo_are_registered_with_help(capsys):
+    parser = build_parser()
+    for command in ("run", "demo"):
+        with pytest.raises(SystemExit) as exc:
+            parser.parse_args([command, "--help"])
+        assert exc.value.code == 0
+        assert "--" in capsys.readouterr().out
+    args = parser.parse_args(["run", "data"])
+    assert args.apdb_url == "sqlite:///apdb.sqlite3" and args.visit is None
+
+
+def test_run_refuses_a_missing_directory(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope"), "--no-progress"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_run_refuses_an_unreachable_database(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'apdb.sqlite3'}"
+    assert main(["run", str(tmp_path), "--apdb-url", url, "--no-progress"]) == 2
+    assert "cannot open the APDB" in capsys.readouterr().err
