@@ -104,9 +104,10 @@ class AssociationTask(Task):
             objects, dropped_objects = self._clean(diaObjects, "diaObjectId", "DiaObjects")
             src_idx, obj_idx, dist, score = self.associate_sources(objects, sources)
 
-        object_ids = np.full(len(sources), -1, dtype=np.int64)
+        object_ids = np.zeros(len(sources), dtype=np.int64)
         object_ids[src_idx] = objects["diaObjectId"].to_numpy(dtype=np.int64)[obj_idx]
-        is_matched = object_ids >= 0
+        is_matched = np.zeros(len(sources), dtype=bool)
+        is_matched[src_idx] = True
         matched = sources.iloc[np.flatnonzero(is_matched)].copy()
         matched["diaObjectId"] = pd.array(object_ids[is_matched], dtype="Int64")
         unmatched = sources.iloc[np.flatnonzero(~is_matched)].copy()
