@@ -222,3 +222,24 @@ def test_candidates_equal_brute_force_search():
     order = np.lexsort((pairs.obj, pairs.src))
     ref = np.lexsort((i_o, i_s))
     np.testing.assert_allclose(pairs.dist[order], sep.arcsec[ref], atol=1e-6)
+
+
+def test_result_does_not_depend_on_row_order():
+    rng = np.random.default_rng(21)
+    n = 3000
+    obj = _objects(
+        80 + rng.uniform(0, 60, n) * ARCSEC, 10 + rng.uniform(0, 60, n) * ARCSEC, np.full(n, 0.05)
+    )
+    pick = rng.choice(n, 2000, replace=False)
+    src = _sources(
+        obj.ra.to_numpy()[pick] + rng.normal(0, 0.1, 2000) * ARCSEC,
+        obj.dec.to_numpy()[pick] + rng.normal(0, 0.1, 2000) * ARCSEC,
+        np.full(2000, 0.1),
+    )
+    first = AssociationTask().run(src, obj).matches.set_index("diaSourceId")["diaObjectId"]
+    again = (
+        AssociationTask()
+        .run(src.sample(frac=1, random_state=1), obj.sample(frac=1, random_state=2))
+        .matches.set_index("diaSourceId")["diaObjectId"]
+    )
+    pd.testing.assert_series_equal(first.sort_index(), again.sort_index())
