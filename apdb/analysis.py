@@ -5,14 +5,12 @@
   MJD TAI, all bands), `plot_light_curve` draws it with matplotlib;
 - `summarize_alerts` prints one line per alert of an Avro alert file.
 
-These back the ``apdb lightcurve DIAOBJECTID --plot FILE.png`` and
-``apdb alerts FILE.avro`` commands (`configure_lightcurve_parser`,
-`lightcurve_main`, `configure_alerts_parser`, `alerts_main`).
+These back the ``apdb lightcurve DIAOBJECTID [URL] --plot FILE.png`` and
+``apdb alerts FILE.avro`` commands (`apdb.cli.lightcurve`, `apdb.cli.alerts`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter
 from pathlib import Path
@@ -26,12 +24,9 @@ from apdb.errors import ApdbError
 
 __all__ = [
     "LIGHT_CURVE_COLUMNS",
-    "alerts_main",
     "busiest_dia_objects",
-    "configure_alerts_parser",
-    "configure_lightcurve_parser",
     "light_curve",
-    "lightcurve_main",
+    "light_curve_report",
     "plot_light_curve",
     "summarize_alerts",
 ]
@@ -257,35 +252,15 @@ def _alert_line(alert: dict[str, Any]) -> str:
     )
 
 
-# -- command line -------------------------------------------------------------------
-def configure_lightcurve_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``apdb lightcurve``."""
-    parser.add_argument("dia_object_id", type=int, help="the DiaObject")
-    parser.add_argument("--url", default="sqlite:///apdb.sqlite3", help="APDB database URL")
-    parser.add_argument("--plot", type=Path, default=None, help="write a PNG light curve here")
-
-
-def lightcurve_main(args: argparse.Namespace) -> int:
-    """Print (and optionally plot) a DiaObject's light curve."""
-    curve = light_curve(args.url, args.dia_object_id)
+def light_curve_report(db: sa.Engine | str, dia_object_id: int, plot: Path | None = None) -> int:
+    """Print a DiaObject's light curve (and plot it); return a command exit status."""
+    curve = light_curve(db, dia_object_id)
     if curve.empty:
-        print(f"DiaObject {args.dia_object_id}: no measurements in {args.url}")
+        print(f"DiaObject {dia_object_id}: no measurements")
         return 1
     with pd.option_context("display.width", 160, "display.max_rows", 500):
         print(curve.drop(columns=["diaObjectId", "ra", "dec"]).to_string(index=False))
-    if args.plot is not None:
-        path = plot_light_curve(curve, args.plot, title=f"DiaObject {args.dia_object_id}")
+    if plot is not None:
+        path = plot_light_curve(curve, plot, title=f"DiaObject {dia_object_id}")
         print(f"plot written to {path}")
-    return 0
-
-
-def configure_alerts_parser(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``apdb alerts``."""
-    parser.add_argument("path", type=Path, help="an Avro alert file")
-    parser.add_argument("--all", action="store_true", help="list every alert")
-
-
-def alerts_main(args: argparse.Namespace) -> int:
-    """Print a summary of an alert file."""
-    print(summarize_alerts(args.path, limit=None if args.all else 20))
     return 0

@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "current": ("apdb.cli.current", "Print the schema revision of an APDB."),
     "history": ("apdb.cli.history", "List the schema revisions this package ships."),
     "info": ("apdb.cli.info", "Print row counts, schema revision and frozen config."),
+    "lightcurve": ("apdb.cli.lightcurve", "Print (and plot) the light curve of a DiaObject."),
+    "alerts": ("apdb.cli.alerts", "Summarise the alerts of an Avro alert file."),
 }
 
 

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     print("How to look at them:")
     if example is not None:
         print(f"  apdb alerts {example}")
-    print(f"  apdb lightcurve {top} --url {url} --plot lightcurve.png")
+    print(f"  apdb lightcurve {top} {url} --plot lightcurve.png")
     print(
         f'  sqlite3 {db_path} \'SELECT "diaObjectId", ra, dec, "nDiaSources" '
         f'FROM "DiaObjectLatest" ORDER BY "nDiaSources" DESC LIMIT 5\''

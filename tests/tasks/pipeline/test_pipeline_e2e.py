@@ -268,6 +268,13 @@ def test_light_curve_and_alert_summary(pipeline_run, tmp_path):
     text = summarize_alerts(layout.alerts_path(visit, detector), limit=None)
     n = len(read_alert_file(layout.alerts_path(visit, detector)))
     assert f"{n} alert(s)" in text and len(text.splitlines()) == n + 4
+    # the same through the `apdb` command line
+    from apdb.cli import main as apdb_main
+
+    url = apdb.engine.url.render_as_string(hide_password=False)
+    assert apdb_main(["lightcurve", str(oid), url, "--plot", str(tmp_path / "cli.png")]) == 0
+    assert (tmp_path / "cli.png").stat().st_size > 1000
+    assert apdb_main(["alerts", str(layout.alerts_path(visit, detector)), "--all"]) == 0
 
 
 @pytest.mark.postgres
