@@ -10,7 +10,7 @@ residual chi² is a robust outlier are rejected and the model refitted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -161,7 +161,8 @@ def fit_pixel_grid_psf(
     data = data.astype(np.float64)
     var = var.astype(np.float64)
     idx = np.flatnonzero(clean)
-    fit = _fit_stamps(data[idx], var[idx], x[idx], y[idx], geometry, needed, n_iter, clip_sigma)
+    fit = _fit_best_order(data[idx], var[idx], x[idx], y[idx], geometry, needed, n_iter, clip_sigma)
+    geometry = replace(geometry, order=fit.psf.order)
     if patchable.any():
         pidx = np.flatnonzero(patchable)
         _patch(data, var, good, pidx, x, y, fit.psf, geometry)
@@ -201,6 +202,7 @@ class _StampFit:
     flux: np.ndarray
     chi2: np.ndarray
     n_iter: int
+    press: float  # mean leave-one-out chi² per star (model selection)
 
 
 def _patch(data, var, good, rows, x, y, psf, geometry) -> None:
@@ -216,6 +218,34 @@ def _patch(data, var, good, rows, x, y, psf, geometry) -> None:
     data[rows] = np.where(g, data[rows], flux[:, None, None] * model)
     typical = np.array([np.median(v[m]) for v, m in zip(var[rows], g, strict=True)])
     var[rows] = np.where(g, var[rows], typical[:, None, None])
+
+
+def _fit_best_order(data, var, x, y, geometry, needed, n_iter, clip_sigma) -> _StampFit:
+    """Fit spatial orders ``0 .. geometry.order`` and keep the best predictive one.
+
+    The score is the leave-one-out (PRESS) chi² per star, exact and cheap for
+    this linear fit (``r / (1 - h)`` with ``h`` the star's leverage), capped
+    at 4 times the number of pixels so that an outlier costs the same at
+    every order.  Many bright stars support the highest order; a few faint
+    ones get a model that does not swing at the corners of the detector.
+    Skipped (highest order) with at least 20 stars per polynomial term.
+    """
+    top = geometry.order
+    if x.size >= 20 * len(term_orders(top)):
+        return _fit_stamps(data, var, x, y, geometry, needed, n_iter, clip_sigma)
+    best: _StampFit | None = None
+    for order in range(top + 1):
+        n_terms = len(term_orders(order))
+        if x.size < max(needed, n_terms):
+            break
+        fit = _fit_stamps(
+            data, var, x, y, replace(geometry, order=order), max(needed, n_terms), n_iter,
+            clip_sigma,
+        )  # fmt: skip
+        if best is None or fit.press < best.press:
+            best = fit
+    assert best is not None
+    return best
 
 
 def _fit_stamps(data, var, x, y, geometry, needed, n_iter, clip_sigma) -> _StampFit:
@@ -259,4 +289,14 @@ def _fit_stamps(data, var, x, y, geometry, needed, n_iter, clip_sigma) -> _Stamp
             break
         active &= ~reject
     assert psf is not None
-    return _StampFit(psf=psf, kept=kept, active=active, flux=flux, chi2=chi2, n_iter=iteration)
+    # leave-one-out residuals of the active stars: r / (1 - leverage)
+    a, w = basis[active], weights[active]
+    normal_inv = np.linalg.pinv((a * w[:, None]).T @ a)
+    leverage = w * np.einsum("st,tu,su->s", a, normal_inv, a)
+    resid = values[active] - a @ coefficients
+    press = w * (resid**2).sum(axis=1) / np.clip(1.0 - leverage, 1e-3, None) ** 2
+    press_score = float(np.minimum(press, 4.0 * k * k).mean())
+    return _StampFit(
+        psf=psf, kept=kept, active=active, flux=flux, chi2=chi2, n_iter=iteration,
+        press=press_score,
+    )  # fmt: skip

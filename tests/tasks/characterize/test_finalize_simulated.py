@@ -49,16 +49,22 @@ def test_fit_matches_the_simulated_psf(simulated):
     assert row["psf_ok"], row["reason"]
     assert row["n_used"] >= 8 and row["n_reserved"] >= 1
     psf = res.psfs[detector]
-    xs = np.array([100.0, 400, 700, 100, 700, 400])
-    ys = np.array([100.0, 400, 700, 700, 100, 650])
+    g = np.linspace(50.0, 750.0, 5)
+    xs, ys = (v.ravel() for v in np.meshgrid(g, g))
     kernels = np.stack(
         [exposure.psf.compute_kernel_image(a, b) for a, b in zip(xs, ys, strict=True)]
     )
     true_w = np.sqrt(adaptive_moments(kernels)[:, :2].mean(axis=1) - 1 / 12)
-    assert np.max(np.abs(psf.sigma(xs, ys) / true_w - 1)) < 0.03
-    # the simulator's PSF has little light beyond the model grid: corrections near 1
-    assert np.all(np.abs(res.ap_corr_maps[detector].evaluate(xs, ys) - 1) < 0.03)
-    # PSF fluxes of the used stars, aperture-corrected, match their 12-px aperture fluxes
+    # about ten faint stars: cross-validation keeps a low spatial order, so the
+    # width is right on average over the detector and within 10 % everywhere
+    ratio = np.asarray(psf.sigma(xs, ys)) / true_w
+    assert abs(np.mean(ratio) - 1) < 0.03 and np.max(np.abs(ratio - 1)) < 0.1
+    # the model describes the stars it was fitted to down to the noise
+    chi2 = res.output_table.loc[res.output_table["calib_psf_used"], "calib_psf_chi2"]
+    assert 0.7 < np.median(chi2) < 1.3
+    # the aperture correction absorbs what the model misses (light beyond the grid, the
+    # width variation a constant model leaves out): corrected PSF fluxes of the stars
+    # match their 12-px aperture fluxes
     out = res.output_table
     used = out["apcorr_used"].to_numpy()
     ratio = out["apFlux_instFlux"] / (out["base_PsfFlux_instFlux"] * out["base_PsfFlux_apCorr"])
