@@ -89,6 +89,11 @@ def _mask_bits(names: list[str]) -> int:
     return bits
 
 
+# failures of one detector that must not stop the visit (bad inputs, unreadable files,
+# degenerate fits); anything else is a bug and propagates
+_DETECTOR_ERRORS = (TaskError, OSError, KeyError, ValueError, np.linalg.LinAlgError)
+
+
 def _affordable_order(order: int, n_stars: int, per_term: float) -> int:
     """Highest order <= ``order`` with at least ``per_term`` stars per polynomial term."""
     while order > 0 and n_stars < per_term * len(term_orders(order)):
@@ -367,7 +372,7 @@ class FinalizeCharacterizationTask(Task):
                 psf, ap_corr_map, measured = self.compute_psf_and_ap_corr_map(
                     visit, detector, exposure, src, isolated_source_table
                 )
-            except TaskError as exc:
+            except _DETECTOR_ERRORS as exc:
                 self.log.warning("visit %d detector %d: no final PSF: %s", visit, detector, exc)
                 row.update(psf_ok=False, n_candidates=0, n_used=0, n_reserved=0, reason=str(exc))
             else:
