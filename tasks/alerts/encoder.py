@@ -55,19 +55,25 @@ def zigzag(value: int) -> bytes:
 
 
 def zigzag_varints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised zig-zag varints: ``(bytes (n, 10) uint8, valid mask (n, 10))``."""
+    """Vectorised zig-zag varints: ``(bytes (n, w) uint8, valid mask (n, w))``.
+
+    ``w`` is the longest encoding in the column (at most 10 bytes).
+    """
     v = np.asarray(values, dtype=np.int64)
     z = ((v << 1) ^ (v >> 63)).view(np.uint64)
-    shifts = np.arange(10, dtype=np.uint64) * np.uint64(7)
-    groups = (z[:, None] >> shifts[None, :]) & np.uint64(0x7F)
-    rest = z[:, None] >> (shifts[None, :] + np.uint64(7))
     nbytes = np.ones(len(z), dtype=np.int64)
-    for k in range(1, 10):
-        nbytes += (z >> np.uint64(7 * k)) != 0
-    more = rest != 0
-    out = (groups | np.where(more, np.uint64(0x80), np.uint64(0))).astype(np.uint8)
-    mask = np.arange(10)[None, :] < nbytes[:, None]
-    return out, mask
+    rest = z >> np.uint64(7)
+    k = 1
+    while k < 10 and rest.any():
+        nbytes += rest != 0
+        rest = rest >> np.uint64(7)
+        k += 1
+    width = int(nbytes.max()) if len(z) else 1
+    shifts = np.arange(width, dtype=np.uint64) * np.uint64(7)
+    groups = ((z[:, None] >> shifts[None, :]) & np.uint64(0x7F)).astype(np.uint8)
+    position = np.arange(width)[None, :]
+    groups[position < (nbytes[:, None] - 1)] |= 0x80
+    return groups, position < nbytes[:, None]
 
 
 @dataclass
@@ -124,13 +130,18 @@ def _int_values(series: pd.Series, field: FieldSpec, record: str) -> tuple[np.nd
     return np.array(values, dtype=np.int64), null
 
 
-def _string_block(values: list[Any], null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [b"" if n else str(v).encode() for v, n in zip(values, null, strict=True)]
-    lengths = np.array([len(e) for e in encoded], dtype=np.int64)
-    width = int(lengths.max()) if len(lengths) else 0
+def _string_block(series: pd.Series, null: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # few distinct values (bands, versions): encode each once, then gather by code
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    encoded = [str(u).encode() for u in uniques] + [b""]  # the last one for nulls
+    codes = np.where(codes < 0, len(encoded) - 1, codes)
+    ulen = np.array([len(e) for e in encoded], dtype=np.int64)
+    width = int(ulen.max())
+    ubody = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=np.uint8)
+    ubody = ubody.reshape(len(encoded), width)
+    lengths = ulen[codes]
     head, head_mask = zigzag_varints(lengths)
-    body = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), dtype=np.uint8)
-    body = body.reshape(len(encoded), width)
+    body = ubody[codes]
     body_mask = np.arange(width)[None, :] < lengths[:, None]
     return np.concatenate([head, body], axis=1), np.concatenate([head_mask, body_mask], axis=1)
 
@@ -180,7 +191,7 @@ def _field_block(
         if not field.nullable and null_all.any():
             raise AlertSchemaError(f"{record}.{field.name} is required but has null values")
         null = null_all if field.nullable else None
-        body, body_mask = _string_block(series.tolist(), null_all)
+        body, body_mask = _string_block(series, null_all)
     else:
         raise AlertSchemaError(f"{record}.{field.name}: cannot encode Avro type {kind} column-wise")
     if null is not None:
