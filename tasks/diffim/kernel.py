@@ -195,6 +195,8 @@ def fit_matching_kernel(
     n_iter: int = 3,
     clip: float = 3.0,
     min_stars: int = 5,
+    owner: np.ndarray | None = None,
+    star_ids: np.ndarray | None = None,
 ) -> tuple[MatchingKernel, np.ndarray]:
     """Fit ``science ≈ K ⊗ template + b`` on stamps around stars.
 
@@ -216,6 +218,12 @@ def fit_matching_kernel(
         Rejection iterations and threshold (robust sigma of per-star chi2).
     min_stars : `int`, optional
         Fewest stars accepted.
+    owner : `numpy.ndarray` of int, optional
+        Image of source numbers (-1 for none): pixels of the fitted stamps
+        that belong to another source get zero weight, so neighbours that
+        differ between the images (variables, moving objects) do not bias the fit.
+    star_ids : `numpy.ndarray` of int, optional
+        The source number of each candidate star in ``owner``.
 
     Returns
     -------
@@ -252,6 +260,10 @@ def fit_matching_kernel(
     target = science[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
     var = (science_var + template_var)[inner_rows[:, :, None], inner_cols[:, None, :]]
     weight = 1.0 / var.reshape(n_stars, n_pix)
+    if owner is not None and star_ids is not None:
+        own = owner[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
+        mine = np.asarray(star_ids)[index][:, None]
+        weight = np.where((own >= 0) & (own != mine), 0.0, weight)
     n_spatial = 3 if spatial_order >= 1 and len(index) >= 3 * min_stars else 1
     u = 2.0 * cx[index] / max(width - 1, 1) - 1.0
     v = 2.0 * cy[index] / max(height - 1, 1) - 1.0

@@ -48,15 +48,21 @@ class SubtractImagesConfig(TaskConfig):
         (4, 2, 2), description="Polynomial degree multiplying each basis Gaussian."
     )
     kernelSizeSigma: float = Field(
-        3.5, gt=0, description="Kernel half-size in units of the science PSF sigma."
+        4.5, gt=0, description="Kernel half-size in units of the science PSF sigma."
     )
     stampSizeSigma: float = Field(
-        3.0, gt=0, description="Half-size of the fitted star stamps in science PSF sigmas."
+        4.5, gt=0, description="Half-size of the fitted star stamps in science PSF sigmas."
     )
     spatialOrder: int = Field(1, ge=0, le=1, description="Spatial order of the kernel (0 or 1).")
     maxStars: int = Field(250, ge=5, description="Most stars used in the kernel fit.")
     minStars: int = Field(8, ge=3, description="Fewest stars for a fitted kernel.")
     starMinSnr: float = Field(20.0, gt=0, description="Minimum template S/N of kernel stars.")
+    neighbourRadius: float = Field(
+        2.5,
+        gt=0,
+        description="Radius (science PSF sigmas) of the discs of neighbouring sources given "
+        "zero weight in a kernel star's stamp.",
+    )
     nIter: int = Field(3, ge=1, description="Star rejection iterations of the kernel fit.")
     clipSigma: float = Field(3.0, gt=0, description="Rejection threshold (robust sigma of chi2).")
     badMaskPlanes: list[str] = Field(
@@ -73,6 +79,20 @@ def _bits(names: list[str]) -> int:
         except KeyError:
             raise TaskError(f"unknown mask plane {name!r}") from None
     return bits
+
+
+def _owner_image(
+    shape: tuple[int, int], ix: np.ndarray, iy: np.ndarray, radius: float
+) -> np.ndarray:
+    """Image of the index of the nearest source within ``radius`` (-1 elsewhere)."""
+    seeds = np.ones(shape, dtype=bool)
+    seeds[iy, ix] = False
+    dist, (ny, nx) = ndimage.distance_transform_edt(seeds, return_indices=True)
+    lookup = np.full(shape, -1, dtype=np.int64)
+    lookup[iy, ix] = np.arange(len(ix))
+    owner = lookup[ny, nx]
+    owner[dist > radius] = -1
+    return owner
 
 
 class SubtractImagesTask(Task):
@@ -227,10 +247,13 @@ class SubtractImagesTask(Task):
         peaks = find_peaks(snr, cfg.starMinSnr, min_separation=2, polarity="positive")
         if len(peaks) == 0:
             raise KernelFitError("no star above the template S/N threshold")
-        # Neighbours need not be excluded: static ones are in the template too and
-        # are modelled by K (x) T; variables and blends that do not fit are
-        # rejected by the clipping of the fit.  Brightest first.
+        # Neighbours do not disqualify a star: the pixels of other template
+        # sources (discs of `neighbourRadius` PSF sigmas) get zero weight in its
+        # stamp, and stars that still do not fit are clipped.  Brightest first.
+        all_peaks = find_peaks(snr, 5.0, min_separation=2, polarity="positive")
+        owner = _owner_image(t_img.shape, all_peaks.ix, all_peaks.iy, cfg.neighbourRadius * sigma_s)
         chosen = np.arange(min(len(peaks), cfg.maxStars))
+        star_ids = owner[peaks.iy[chosen], peaks.ix[chosen]]
         usable = ~(t_missing | sci_bad | ~np.isfinite(sci_var))
         kernel, used = fit_matching_kernel(
             sci_img,
@@ -246,5 +269,7 @@ class SubtractImagesTask(Task):
             n_iter=cfg.nIter,
             clip=cfg.clipSigma,
             min_stars=cfg.minStars,
+            owner=owner,
+            star_ids=star_ids,
         )
         return kernel, int(used.sum())
