@@ -65,6 +65,12 @@ class SubtractImagesConfig(TaskConfig):
     )
     nIter: int = Field(3, ge=1, description="Star rejection iterations of the kernel fit.")
     clipSigma: float = Field(3.0, gt=0, description="Rejection threshold (robust sigma of chi2).")
+    saturatedHaloSigma: float = Field(
+        6.0,
+        ge=0,
+        description="Difference-image pixels within this many science PSF sigmas of a "
+        "saturated pixel are flagged SUSPECT (0 disables).",
+    )
     badMaskPlanes: list[str] = Field(
         ["NO_DATA", "BAD", "SAT", "CR"],
         description="Mask planes excluded from kernel stamps.",
@@ -191,6 +197,14 @@ class SubtractImagesTask(Task):
         diff_var = (science.variance + m_var).astype(np.float32)
         mask = science.mask.copy()
         mask[m_missing] |= np.uint32(MaskPlane.NO_DATA)
+        # Saturated stars cannot be subtracted exactly beyond their SAT pixels
+        # either (their PSF wings carry more flux than the kernel fit ever saw):
+        # flag the halo SUSPECT so detections there carry pixelFlags_suspect.
+        saturated = (mask & np.uint32(MaskPlane.SAT)) != 0
+        if saturated.any() and self.config.saturatedHaloSigma > 0:
+            radius = int(np.ceil(self.config.saturatedHaloSigma * sigma_s))
+            halo = ndimage.maximum_filter(saturated, size=2 * radius + 1)
+            mask[halo & ~saturated] |= np.uint32(MaskPlane.SUSPECT)
         diff[m_missing] = np.nan
         diff_var[m_missing] = np.nan
         common = {
