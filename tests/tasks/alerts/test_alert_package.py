@@ -237,3 +237,23 @@ def test_empty_visit_writes_an_empty_file(tmp_path, scene):
         scene.sources.iloc[:0], None, None, None, scene.diffim, None, None, visit=5, detector=1
     )
     assert result.nAlerts == 0 and read_alert_file(result.alertFile) == []
+
+
+def test_write_alert_file_is_strict_and_atomic(tmp_path, scene):
+    from tasks.alerts.io import write_alert_file
+
+    task = PackageAlertsTask()
+    good = task.makeAlertDict(7, scene.sources.iloc[[0]], None, None, None, None, None, None)
+    path = write_alert_file(tmp_path / "a.avro", [good], task.alertSchema, codec="deflate")
+    assert read_alert_file(path)[0]["diaSource"]["ra"] == pytest.approx(good["diaSource"]["ra"])
+    bad = dict(good, extraField=1)
+    with pytest.raises(AlertValidationError, match="extraField"):
+        write_alert_file(tmp_path / "b.avro", [good, bad], task.alertSchema)
+    assert not (tmp_path / "b.avro").exists()
+
+
+def test_deflate_files_read_back(tmp_path, scene):
+    _, plain = run_task(tmp_path / "plain", scene)
+    _, deflated = run_task(tmp_path / "deflate", scene, avroCodec="deflate")
+    assert read_alert_file(deflated.alertFile) == read_alert_file(plain.alertFile)
+    assert deflated.alertFile.stat().st_size < plain.alertFile.stat().st_size
