@@ -255,5 +255,8 @@ def test_write_alert_file_is_strict_and_atomic(tmp_path, scene):
 def test_deflate_files_read_back(tmp_path, scene):
     _, plain = run_task(tmp_path / "plain", scene)
     _, deflated = run_task(tmp_path / "deflate", scene, avroCodec="deflate")
-    assert read_alert_file(deflated.alertFile) == read_alert_file(plain.alertFile)
+    a, b = read_alert_file(deflated.alertFile), read_alert_file(plain.alertFile)
+    for alert in a + b:  # processing times differ between the runs
+        alert["diaSource"].pop("timeProcessedMjdTai")
+    assert a == b
     assert deflated.alertFile.stat().st_size < plain.alertFile.stat().st_size
