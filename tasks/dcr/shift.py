@@ -16,8 +16,8 @@ from scipy import ndimage
 __all__ = ["fill_bad_pixels", "shift_image"]
 
 
-def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """Return a copy of ``image`` with ``bad`` pixels replaced by a local smooth value.
+def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, size: int = 5) -> np.ndarray:
+    """Return a copy of ``image`` with ``bad`` pixels replaced by a local mean.
 
     Parameters
     ----------
@@ -25,24 +25,31 @@ def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, sigma: float = 2.0) -> n
         2-d image; values of bad pixels (NaN included) are ignored.
     bad : `numpy.ndarray` of `bool`
         Pixels to replace.
-    sigma : `float`, optional
-        Width (pixels) of the Gaussian used to estimate the replacement.
+    size : `int`, optional
+        Width of the box over which good neighbours are averaged; pixels with
+        no good neighbour in it take the mean over a box three times wider,
+        else 0.
 
     Returns
     -------
-    filled : `numpy.ndarray` (float64)
-        Bad pixels hold the Gaussian-weighted mean of nearby good pixels
-        (0 where no good pixel is near).
+    filled : `numpy.ndarray` (float32)
     """
-    filled = np.array(image, dtype=np.float64)
+    filled = np.array(image, dtype=np.float32)
     if not bad.any():
         return filled
-    good = (~bad).astype(np.float64)
     filled[bad] = 0.0
-    num = ndimage.gaussian_filter(filled, sigma, mode="constant", truncate=4.0)
-    den = ndimage.gaussian_filter(good, sigma, mode="constant", truncate=4.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        estimate = np.where(den > 1e-3, num / den, 0.0)
+    good = (~bad).astype(np.float32)
+    estimate = np.zeros(filled.shape, dtype=np.float32)
+    todo = bad.copy()
+    for width in (size, 3 * size):
+        # normalised box convolution: separable and O(1) per pixel
+        num = ndimage.uniform_filter(filled, width, mode="constant")
+        den = ndimage.uniform_filter(good, width, mode="constant")
+        ok = todo & (den > 1e-3)
+        estimate[ok] = num[ok] / den[ok]
+        todo &= ~ok
+        if not todo.any():
+            break
     filled[bad] = estimate[bad]
     return filled
 

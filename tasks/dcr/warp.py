@@ -184,7 +184,7 @@ def warp_exposure(
     warped_mask = src_mask.ravel()[flat] & ~np.uint32(_UNUSABLE)
     if any_missing:
         # the cubic support (4x4) of a position lies within 2 pixels of its nearest pixel
-        touched = ndimage.binary_dilation(missing, structure=np.ones((5, 5), bool)).ravel()[flat]
+        touched = ndimage.maximum_filter(missing, size=5).ravel()[flat]
         warped_img[touched] = np.nan
         warped_var[touched] = np.nan
         warped_mask[touched] |= np.uint32(MaskPlane.NO_DATA)

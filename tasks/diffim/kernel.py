@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import signal
+from scipy.spatial import cKDTree
 
 from tasks.base import TaskError
 
@@ -195,8 +196,8 @@ def fit_matching_kernel(
     n_iter: int = 3,
     clip: float = 3.0,
     min_stars: int = 5,
-    owner: np.ndarray | None = None,
-    star_ids: np.ndarray | None = None,
+    neighbours: np.ndarray | None = None,
+    neighbour_radius: float = 0.0,
 ) -> tuple[MatchingKernel, np.ndarray]:
     """Fit ``science ≈ K ⊗ template + b`` on stamps around stars.
 
@@ -218,12 +219,13 @@ def fit_matching_kernel(
         Rejection iterations and threshold (robust sigma of per-star chi2).
     min_stars : `int`, optional
         Fewest stars accepted.
-    owner : `numpy.ndarray` of int, optional
-        Image of source numbers (-1 for none): pixels of the fitted stamps
-        that belong to another source get zero weight, so neighbours that
-        differ between the images (variables, moving objects) do not bias the fit.
-    star_ids : `numpy.ndarray` of int, optional
-        The source number of each candidate star in ``owner``.
+    neighbours : `numpy.ndarray`, optional
+        ``(m, 2)`` array positions of all sources: stamp pixels within
+        ``neighbour_radius`` of another source (and closer to it than to the
+        star) get zero weight, so neighbours that differ between the images
+        (variables, moving objects) do not bias the fit.
+    neighbour_radius : `float`, optional
+        Radius (pixels) of the neighbours' excluded discs.
 
     Returns
     -------
@@ -260,10 +262,27 @@ def fit_matching_kernel(
     target = science[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
     var = (science_var + template_var)[inner_rows[:, :, None], inner_cols[:, None, :]]
     weight = 1.0 / var.reshape(n_stars, n_pix)
-    if owner is not None and star_ids is not None:
-        own = owner[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
-        mine = np.asarray(star_ids)[index][:, None]
-        weight = np.where((own >= 0) & (own != mine), 0.0, weight)
+    if neighbours is not None and len(neighbours) and neighbour_radius > 0:
+        tree = cKDTree(neighbours)
+        side = 2 * stamp_half + 1
+        reach = stamp_half * np.sqrt(2.0) + neighbour_radius
+        for j, star in enumerate(index):
+            sx, sy = float(np.asarray(x)[star]), float(np.asarray(y)[star])
+            near = [
+                k
+                for k in tree.query_ball_point((sx, sy), reach)
+                if np.hypot(*(neighbours[k] - (sx, sy))) > 1.0
+            ]
+            if not near:
+                continue
+            gy = inner_rows[j][:, None].astype(float)
+            gx = inner_cols[j][None, :].astype(float)
+            own = np.hypot(gx - sx, gy - sy)
+            drop = np.zeros((side, side), dtype=bool)
+            for k in near:
+                dk = np.hypot(gx - neighbours[k, 0], gy - neighbours[k, 1])
+                drop |= (dk < neighbour_radius) & (dk < own)
+            weight[j] = np.where(drop.ravel(), 0.0, weight[j])
     n_spatial = 3 if spatial_order >= 1 and len(index) >= 3 * min_stars else 1
     u = 2.0 * cx[index] / max(width - 1, 1) - 1.0
     v = 2.0 * cy[index] / max(height - 1, 1) - 1.0
