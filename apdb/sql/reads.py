@@ -86,7 +86,10 @@ def id_filter(column: sa.ColumnElement, ids: np.ndarray, dialect: str) -> sa.Col
         # dumper costs ~10 us per element, this costs a numpy join.
         text = "{" + ",".join(ids.astype(str).tolist()) + "}"
         array = postgresql.ARRAY(sa.BigInteger)
-        param = sa.cast(sa.bindparam("ids", text, type_=sa.Text), array)
+        # Rendered inline (a typed constant the planner can hash), not bound:
+        # a bound text parameter is cast at run time and ANY() then scans the
+        # array linearly for every row.
+        param = sa.cast(sa.bindparam("ids", text, type_=sa.Text, literal_execute=True), array)
         return column == sa.any_(param)
     param = sa.bindparam("ids", json.dumps(ids.tolist()), type_=sa.String)
     each = sa.func.json_each(param).table_valued("value")
@@ -187,7 +190,7 @@ def _read_postgres(conn, table, infos, where) -> dict:
     stmt = sa.select(*exprs)
     if where is not None:
         stmt = stmt.where(where)
-    compiled = stmt.compile(dialect=conn.dialect)
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     raw = conn.connection.driver_connection
     # COPY takes no server-side parameters: psycopg binds them client-side.
     select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
