@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
+from scipy import fft as sp_fft
 from scipy.spatial import cKDTree
 
 from tasks.base import TaskError
@@ -115,20 +115,33 @@ class MatchingKernel:
         return np.column_stack(terms)
 
     def convolve(self, image: np.ndarray) -> np.ndarray:
-        """Convolve an image (array coordinates) with the spatially varying kernel."""
-        kernels = self.spatial_kernels().astype(image.dtype)
+        """Convolve an image (array coordinates) with the spatially varying kernel.
+
+        The image is transformed once; each spatial kernel costs one product
+        and one inverse transform.
+        """
+        kernels = self.spatial_kernels().astype(np.float32)
         height, width = image.shape
-        result = signal.oaconvolve(image, kernels[0], mode="same")
-        if len(kernels) > 1:
-            x0, y0, x1, y1 = self.bbox_xy
-            u = 2.0 * (np.arange(width) - x0) / max(x1 - x0, 1.0) - 1.0
-            v = 2.0 * (np.arange(height) - y0) / max(y1 - y0, 1.0) - 1.0
-            result += signal.oaconvolve(image, kernels[1], mode="same") * u[None, :].astype(
-                result.dtype
-            )
-            result += signal.oaconvolve(image, kernels[2], mode="same") * v[:, None].astype(
-                result.dtype
-            )
+        k = kernels.shape[-1]
+        half = k // 2
+        shape = (
+            sp_fft.next_fast_len(height + k - 1, real=True),
+            sp_fft.next_fast_len(width + k - 1, real=True),
+        )
+        spectrum = sp_fft.rfft2(np.asarray(image, dtype=np.float32), shape)
+        x0, y0, x1, y1 = self.bbox_xy
+        u = (2.0 * (np.arange(width) - x0) / max(x1 - x0, 1.0) - 1.0).astype(np.float32)
+        v = (2.0 * (np.arange(height) - y0) / max(y1 - y0, 1.0) - 1.0).astype(np.float32)
+        result = np.zeros((height, width), dtype=np.float32)
+        for term, kernel in enumerate(kernels):
+            full = sp_fft.irfft2(spectrum * sp_fft.rfft2(kernel, shape), shape)
+            same = full[half : half + height, half : half + width]
+            if term == 0:
+                result += same
+            elif term == 1:
+                result += same * u[None, :]
+            else:
+                result += same * v[:, None]
         return result
 
     def sum_at(self, x: float, y: float) -> float:
