@@ -249,9 +249,9 @@ class GetDcrTemplateTask(Task):
         if not coaddExposures:
             raise NoWorkFound("no coadd exposures to warp")
         out_box = bbox.grown(self.config.templateBorderSize)
-        num = np.zeros(out_box.shape)
-        den = np.zeros(out_box.shape)
-        var_num = np.zeros(out_box.shape)
+        num = np.zeros(out_box.shape, dtype=np.float32)
+        den = np.zeros(out_box.shape, dtype=np.float32)
+        var_num = np.zeros(out_box.shape, dtype=np.float32)
         mask = np.zeros(out_box.shape, dtype=np.uint32)
         coverage = []
         calib = None
@@ -271,11 +271,12 @@ class GetDcrTemplateTask(Task):
                     scale = exp.photo_calib.calibration_mean / calib.calibration_mean
                 good = np.isfinite(warped.image) & np.isfinite(warped.variance)
                 good &= warped.variance > 0
-                weight = np.zeros(out_box.shape)
-                weight[good] = 1.0 / np.sqrt(warped.variance[good] * scale**2)
-                num[good] += weight[good] * warped.image[good] * scale
-                var_num[good] += weight[good] ** 2 * warped.variance[good] * scale**2
-                den += weight
+                img = warped.image[good] * np.float32(scale)
+                var = warped.variance[good] * np.float32(scale**2)
+                weight = 1.0 / np.sqrt(var)
+                num[good] += weight * img
+                var_num[good] += weight * weight * var
+                den[good] += weight
                 mask[good] |= warped.mask[good]
                 coverage.append(int(good.sum()))
         covered = den > 0

@@ -27,8 +27,7 @@ def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, size: int = 5) -> np.nda
         Pixels to replace.
     size : `int`, optional
         Width of the box over which good neighbours are averaged; pixels with
-        no good neighbour in it take the mean over a box three times wider,
-        else 0.
+        no good neighbour in it are set to 0.
 
     Returns
     -------
@@ -40,16 +39,12 @@ def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, size: int = 5) -> np.nda
     filled[bad] = 0.0
     good = (~bad).astype(np.float32)
     estimate = np.zeros(filled.shape, dtype=np.float32)
-    todo = bad.copy()
-    for width in (size, 3 * size):
-        # normalised box convolution: separable and O(1) per pixel
-        num = ndimage.uniform_filter(filled, width, mode="constant")
-        den = ndimage.uniform_filter(good, width, mode="constant")
-        ok = todo & (den > 1e-3)
-        estimate[ok] = num[ok] / den[ok]
-        todo &= ~ok
-        if not todo.any():
-            break
+    # normalised box convolution: separable and O(1) per pixel; pixels with no
+    # good neighbour in the box (deep inside a hole) stay 0
+    num = ndimage.uniform_filter(filled, size, mode="constant")
+    den = ndimage.uniform_filter(good, size, mode="constant")
+    ok = den > 1e-3
+    estimate[ok] = num[ok] / den[ok]
     filled[bad] = estimate[bad]
     return filled
 
@@ -150,10 +145,16 @@ def shift_image(
     filled = fill_bad_pixels(image, missing) if missing.any() else image
     coeff = ndimage.spline_filter(filled, order=3, output=np.float32, mode="mirror")
     shifted = _shift_axis(_shift_axis(coeff, dy, 0, 0.0), dx, 1, 0.0)
-    source_bad = missing.copy()
-    # the border pixels' spline support leaves the image
-    source_bad[0, :] = source_bad[-1, :] = True
-    source_bad[:, 0] = source_bad[:, -1] = True
-    shifted_bad = _shift_axis(_shift_axis(source_bad, dy, 0, True), dx, 1, True)
+    # the border pixels' spline support leaves the image: the frame is
+    # separable, so its shifted footprint is computed on two 1-d arrays
+    rows = np.zeros(image.shape[0], dtype=bool)
+    cols = np.zeros(image.shape[1], dtype=bool)
+    rows[[0, -1]] = True
+    cols[[0, -1]] = True
+    row_band = _shift_axis(rows, dy, 0, True)
+    col_band = _shift_axis(cols, dx, 0, True)
+    shifted_bad = row_band[:, None] | col_band[None, :]
+    if missing.any():
+        shifted_bad |= _shift_axis(_shift_axis(missing, dy, 0, True), dx, 1, True)
     shifted[shifted_bad] = 0.0
     return shifted, shifted_bad
