@@ -145,6 +145,10 @@ def print_report(result: dict) -> None:
         for name in names:
             s = impl[name]["client_cpu_sum_s"]
             print(f"{'  ' + name:<34}" + "".join(f"{s[p]:>10.2f}" for p in ALL))
+    warmup = result.get("warmup_first_read_s") or {}
+    if warmup:
+        cells = ", ".join(f"{n} {t:.2f} s" for n, t in warmup.items())
+        print(f"untimed warm-up (first DiaObject read, empty database): {cells}")
     compute = sum(v["compute_s"] for v in visits)
     loads = [v["load_average_1min"] for v in visits if "load_average_1min" in v]
     if loads:
