@@ -68,8 +68,14 @@ def test_same_visit_detector_from_two_processes_is_stored_once(apdb_url, tmp_pat
 
 def test_sigkill_in_the_middle_of_store_leaves_no_partial_visit(apdb_url):
     proc = _spawn(apdb_url, 9, 4, "hang")
-    line = proc.stdout.readline()
-    assert line.strip() == "inside-transaction", proc.stderr.read()
+    # The worker says "starting" before store() and "inside-transaction" once
+    # it is paused inside the transaction; an early exit ends the output.
+    lines = []
+    while (line := proc.stdout.readline()) and line.strip() != "inside-transaction":
+        lines.append(line.strip())
+    if line.strip() != "inside-transaction":
+        proc.kill()
+        raise AssertionError(f"worker never paused inside store: {lines} {proc.stderr.read()}")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
