@@ -21,6 +21,8 @@ strings (full float64 precision, unlike plain float cards).
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
@@ -41,6 +43,9 @@ __all__ = [
 
 _REGISTRY: dict[str, type] = {}
 T = TypeVar("T", bound=type)
+# Packages whose modules may be imported to find the class an HDU names: a
+# file can only make us import our own code, never an arbitrary module.
+_TRUSTED_PACKAGES = ("tasks.", "apdb.")
 
 
 @runtime_checkable
@@ -102,6 +107,7 @@ def object_to_hdu(obj: Any, extname: str) -> fits.BinTableHDU | fits.ImageHDU:
         )
     hdu = obj.to_hdu()
     hdu.header["PTYPE"] = name
+    hdu.header["PMODULE"] = (type(obj).__module__, "module that defines PTYPE")
     hdu.name = extname
     return hdu
 
@@ -113,12 +119,18 @@ def object_from_hdu(hdu: fits.BinTableHDU | fits.ImageHDU) -> Any:
     ------
     ExposureFormatError
         If the HDU has no ``PTYPE`` or names a class that is not registered
-        (import the module defining it first).
+        and whose module (``PMODULE``, one of our packages) cannot be imported.
     """
     name = hdu.header.get("PTYPE")
     if name is None:
         raise ExposureFormatError(f"HDU {hdu.name!r} has no PTYPE keyword")
     cls = _REGISTRY.get(name)
+    module = hdu.header.get("PMODULE")
+    if cls is None and isinstance(module, str) and module.startswith(_TRUSTED_PACKAGES):
+        # The defining module registers the class when imported.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(module)
+        cls = _REGISTRY.get(name)
     if cls is None:
         raise ExposureFormatError(
             f"HDU {hdu.name!r} holds a {name!r}, which no imported module registers"
