@@ -63,7 +63,8 @@ def main() -> int:
         barrier = sys.argv[6]
         while not os.path.exists(barrier):
             time.sleep(0.005)
-    print("starting", flush=True)
+    if mode != "hang":
+        print("starting", flush=True)
     try:
         db.store(t, objects, sources, forced)
     except AlreadyStoredError as exc:
