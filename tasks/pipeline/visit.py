@@ -18,7 +18,11 @@ from pydantic import Field
 
 from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
 from tasks.base import NoWorkFound, Struct, Task, TaskConfig
-from tasks.characterize import FinalizeCharacterizationConfig, FinalizeCharacterizationTask
+from tasks.characterize import (
+    FinalizeCharacterizationConfig,
+    FinalizeCharacterizationTask,
+    write_final_characterization,
+)
 from tasks.dcr.get_template import GetDcrTemplateConfig, GetDcrTemplateTask
 from tasks.diapipe import DiaPipelineConfig, DiaPipelineTask
 from tasks.pipeline import stages
@@ -35,6 +39,7 @@ STAGES = (
     "detectDifference",
     "diaPipe",
     "alerts",
+    "writeOutputs",
 )
 """Stage names, in order (keys of the per-stage timings)."""
 
@@ -74,6 +79,14 @@ class ProcessVisitConfig(TaskConfig):
         True, description="Refit PSF and aperture corrections from isolated stars."
     )
     doPackageAlerts: bool = Field(True, description="Write (and/or produce) alerts.")
+    doWriteOutputs: bool = Field(
+        True,
+        description=(
+            "Write the intermediate products into the data layout's output directory: "
+            "final PSF and aperture corrections, template, difference image and the "
+            "detected DiaSources (what `apdb-pipeline associate` reads back)."
+        ),
+    )
 
 
 class ProcessVisitTask(Task):
@@ -145,13 +158,18 @@ class ProcessVisitTask(Task):
         with self.timer("detectScience"):
             src = stages.detect(self.detection, exposure)
         with self.timer("characterize"):
-            self._characterize(inputs, visit, detector, band, exposure, src, notes)
+            final = self._characterize(inputs, visit, detector, band, exposure, src, notes)
         with self.timer("template"):
             template = stages.dcr_template(self.getTemplate, inputs, exposure)
         with self.timer("subtract"):
             diffim = stages.subtract(self.subtraction, template, exposure)
         with self.timer("detectDifference"):
             dia_sources = stages.detect(self.detection, diffim, science=exposure)
+        if self.config.doWriteOutputs:
+            # Written before the store: a visit that fails later can be rerun
+            # or associated alone from these files.
+            with self.timer("writeOutputs"):
+                self._write_outputs(layout, visit, detector, final, template, diffim, dia_sources)
         with self.timer("diaPipe"):
             dia = self.diaPipe.run(dia_sources, diffim, exposure, template, apdb, ssp)
         alerts = None
@@ -197,10 +215,14 @@ class ProcessVisitTask(Task):
         exposure: Any,
         src: Any,
         notes: list[str],
-    ) -> None:
-        """Put the final PSF and aperture corrections on the exposure (or keep its own)."""
+    ) -> Struct | None:
+        """Put the final PSF and aperture corrections on the exposure (or keep its own).
+
+        Returns the final characterization's result, or `None` when it was
+        not run or found no work.
+        """
         if not self.config.doFinalizeCharacterization:
-            return
+            return None
         cats, srcs = inputs.isolated_stars()
         try:
             result = self.finalizeCharacterization.run(
@@ -209,13 +231,32 @@ class ProcessVisitTask(Task):
         except NoWorkFound as exc:
             notes.append(f"final characterization skipped: {exc}")
             self.log.warning("visit %d detector %d: %s", visit, detector, notes[-1])
-            return
+            return None
         psf = result.psfs.get(detector)
         if psf is None:
             row = result.psf_ap_corr_cat
             reason = row["reason"].iloc[0] if len(row) and "reason" in row.columns else "unknown"
             notes.append(f"final PSF fit failed ({reason}); kept the exposure's PSF")
             self.log.warning("visit %d detector %d: %s", visit, detector, notes[-1])
-            return
+            return result
         exposure.psf = psf
         exposure.ap_corr_map = result.ap_corr_maps.get(detector)
+        return result
+
+    @staticmethod
+    def _write_outputs(
+        layout: Any,
+        visit: int,
+        detector: int,
+        final: Struct | None,
+        template: Any,
+        diffim: Any,
+        dia_sources: Any,
+    ) -> None:
+        """Write the visit/detector's intermediate products into the data layout."""
+        if final is not None:
+            write_final_characterization(layout, visit, final)
+        if template is not None:
+            layout.write_output_exposure("template", template, visit, detector)
+        layout.write_output_exposure("diffim", diffim, visit, detector)
+        layout.write_output_table("diaSources", dia_sources, visit, detector)

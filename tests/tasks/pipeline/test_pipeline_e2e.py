@@ -92,6 +92,43 @@ def test_a_failed_visit_is_reported_and_the_others_run(pipeline_run):
     assert list(again.failed) == [(broken, 0)] and again.processed == []
 
 
+def test_outputs_are_written_and_associate_reruns_a_visit_from_them(pipeline_run, tmp_path):
+    from tasks.characterize import read_final_psf_and_ap_corr_map
+    from tasks.cli import main as pipeline_main
+
+    layout, apdb, summary, _ = pipeline_run
+    visit, detector = summary.processed[0]
+    diffim = layout.read_output_exposure("diffim", visit, detector)
+    assert diffim.bbox == layout.read_exposure(visit, detector).bbox
+    assert layout.output_path("template", visit, detector, ".fits").exists()
+    psf, ap_corr = read_final_psf_and_ap_corr_map(layout, visit, detector)
+    assert psf is not None and ap_corr is not None
+    stored = apdb.get_dia_sources(Time(70000.0, format="mjd", scale="tai"))
+    detected = layout.read_output_table("diaSources", visit, detector)
+    in_visit = stored[stored["visit"] == visit]
+    assert set(in_visit["diaSourceId"]) <= set(detected["diaSourceId"])
+    # The same visit, associated alone from the written files into a new APDB.
+    url = f"sqlite:///{tmp_path / 'alone.sqlite3'}"
+    args = [
+        "associate",
+        str(layout.root),
+        "--visit",
+        str(visit),
+        "--detector",
+        str(detector),
+        "--apdb-url",
+        url,
+        "--create",
+        "--output-dir",
+        str(layout.output_root),
+    ]
+    assert pipeline_main(args) == 0
+    with Apdb.from_url(url) as alone:
+        assert alone.contains_visit_detector(visit, detector)
+        redone = alone.get_dia_sources(Time(70000.0, format="mjd", scale="tai"))
+    assert sorted(redone["diaSourceId"]) == sorted(in_visit["diaSourceId"])
+
+
 def test_alerts_validate_and_read_back_with_plain_fastavro(pipeline_run):
     layout, apdb, summary, _ = pipeline_run
     schema = load_alert_schema()
