@@ -63,6 +63,10 @@ class ApdbSql(Apdb):
             if not (exists and exist_ok):
                 admin.create_schema(apdb._engine, apdb._md, config)
             admin.check_database(apdb._engine, apdb._md, config)
+        except sa.exc.OperationalError as exc:
+            # e.g. an SQLite file in a missing directory, or a server that is down
+            apdb.close()
+            raise ApdbDatabaseError(f"cannot create the APDB: {exc.orig or exc}") from exc
         except BaseException:
             apdb.close()
             raise

@@ -247,3 +247,12 @@ def test_full_width_frames_round_trip(apdb):
     assert pd.isna(got["reliabilityVersion"].iloc[-1])
     obj = apdb.get_dia_objects(Cone(RA, DEC, 0.1)).sort_values("diaObjectId")
     np.testing.assert_array_equal(obj["y_psfFluxMaxSlope"], objects["y_psfFluxMaxSlope"])
+
+
+def test_create_in_a_missing_directory_is_a_clear_error(tmp_path):
+    from apdb.errors import ApdbDatabaseError
+
+    target = tmp_path / "no" / "such" / "dir" / "apdb.sqlite3"
+    with pytest.raises(ApdbDatabaseError, match="cannot create the APDB"):
+        Apdb.create(f"sqlite:///{target}")
+    assert not target.parent.exists()
