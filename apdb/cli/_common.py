@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from apdb.config import ApdbConfig
 from apdb.errors import ApdbConfigError
 
-__all__ = ["add_database_args", "config_from_args", "engine_from_args"]
+__all__ = ["add_database_args", "config_from_args", "engine_from_args", "migrate_to"]
 
 
 def add_database_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -40,3 +40,33 @@ def engine_from_args(args: argparse.Namespace) -> sa.Engine:
     from apdb.sql.engine import make_engine
 
     return make_engine(config_from_args(args))
+
+
+def migrate_to(args: argparse.Namespace, direction: str) -> int:
+    """Run ``migrate.upgrade`` or ``migrate.downgrade`` to ``args.revision`` and report it.
+
+    Parameters
+    ----------
+    args : `argparse.Namespace`
+        Parsed arguments with the database and ``revision``.
+    direction : `str`
+        ``"upgrade"`` or ``"downgrade"``.
+
+    Returns
+    -------
+    status : `int`
+        The exit status (0).
+    """
+    from apdb import migrate
+
+    step = {"upgrade": migrate.upgrade, "downgrade": migrate.downgrade}[direction]
+    engine = engine_from_args(args)
+    try:
+        with engine.begin() as conn:
+            before = migrate.current_revision(conn)
+            step(conn, args.revision)
+            after = migrate.current_revision(conn)
+    finally:
+        engine.dispose()
+    print(f"{direction}d {before} -> {after}")
+    return 0

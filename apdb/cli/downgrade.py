@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from apdb.cli._common import add_database_args, engine_from_args
+from apdb.cli._common import add_database_args, migrate_to
 
 __all__ = ["configure_parser", "main"]
 
@@ -17,15 +17,4 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Downgrade and print the new revision."""
-    from apdb import migrate
-
-    engine = engine_from_args(args)
-    try:
-        with engine.begin() as conn:
-            before = migrate.current_revision(conn)
-            migrate.downgrade(conn, args.revision)
-            after = migrate.current_revision(conn)
-    finally:
-        engine.dispose()
-    print(f"downgraded {before} -> {after}")
-    return 0
+    return migrate_to(args, "downgrade")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from apdb.cli._common import add_database_args, engine_from_args
+from apdb.cli._common import add_database_args, migrate_to
 
 __all__ = ["configure_parser", "main"]
 
@@ -19,15 +19,4 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Upgrade and print the new revision."""
-    from apdb import migrate
-
-    engine = engine_from_args(args)
-    try:
-        with engine.begin() as conn:
-            before = migrate.current_revision(conn)
-            migrate.upgrade(conn, args.revision)
-            after = migrate.current_revision(conn)
-    finally:
-        engine.dispose()
-    print(f"upgraded {before} -> {after}")
-    return 0
+    return migrate_to(args, "upgrade")
