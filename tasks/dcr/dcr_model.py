@@ -18,7 +18,7 @@ import numpy as np
 
 from tasks.dcr.errors import DcrError, EmptyPatchError, MissingSubfilterError
 from tasks.dcr.refraction import differential_refraction
-from tasks.dcr.shift import shift_image
+from tasks.dcr.shift import shift_and_sum
 from tasks.images import Exposure, MaskPlane, VisitInfo, get_band, subfilter_wavelengths
 from tasks.images.wcs_utils import pixel_scale_arcsec, sky_direction_in_pixels
 
@@ -105,8 +105,7 @@ class DcrModel:
             raise DcrError(f"{name}: the DCR model has no WCS")
         self.band = band
         self.subfilters = subfilters
-        usable = self._usable()
-        if not usable.any():
+        if not self._any_usable():
             raise EmptyPatchError(f"{name}: every pixel of every sub-filter is NaN or NO_DATA")
 
     # -- shared properties ---------------------------------------------
@@ -140,11 +139,11 @@ class DcrModel:
         """``(n, 2)`` wavelength limits of the sub-filters (nm)."""
         return subfilter_wavelengths(self.band, self.n_subfilters)
 
-    def _usable(self) -> np.ndarray:
-        usable = np.zeros(self.bbox.shape, dtype=bool)
-        for exp in self.subfilters:
-            usable |= np.isfinite(exp.image) & ((exp.mask & _UNUSABLE) == 0)
-        return usable
+    def _any_usable(self) -> bool:
+        return any(
+            bool((np.isfinite(exp.image) & ((exp.mask & _UNUSABLE) == 0)).any())
+            for exp in self.subfilters
+        )
 
     # -- DCR ---------------------------------------------------------------
     def shifts(self, visit_info: VisitInfo) -> np.ndarray:
@@ -186,20 +185,20 @@ class DcrModel:
             wherever a shifted sub-filter had no data.
         """
         shifts = self.shifts(visit_info)
-        image = np.zeros(self.bbox.shape, dtype=np.float32)
         variance = np.zeros(self.bbox.shape, dtype=np.float32)
         mask = np.zeros(self.bbox.shape, dtype=np.uint32)
-        no_data = np.zeros(self.bbox.shape, dtype=bool)
+        # one spline prefilter for the sum of the shifted sub-filters (see tasks.dcr.shift)
+        image, no_data = shift_and_sum(
+            [exp.image for exp in self.subfilters],
+            [(dy, dx) for dx, dy in shifts],
+            [(exp.mask & _UNUSABLE) != 0 for exp in self.subfilters],
+        )
         for exp, (dx, dy) in zip(self.subfilters, shifts, strict=True):
-            bad = (exp.mask & _UNUSABLE) != 0
-            shifted, shifted_bad = shift_image(exp.image, dy, dx, bad=bad)
-            image += shifted
             # variance and mask move by the nearest whole pixel: both are
             # smooth or categorical, and the sub-pixel part is below their scale
             ix, iy = int(np.round(dx)), int(np.round(dy))
             variance += _roll_fill(exp.variance, iy, ix, 0.0)
             mask |= _roll_fill(exp.mask & ~np.uint32(_UNUSABLE), iy, ix, 0).astype(np.uint32)
-            no_data |= shifted_bad
         no_data |= ~np.isfinite(variance)
         image[no_data] = np.nan
         variance[no_data] = np.nan

@@ -24,6 +24,7 @@ from pydantic import Field
 from tasks.base import NoWorkFound, Struct, Task, TaskConfig
 from tasks.dcr.dcr_model import DcrModel
 from tasks.dcr.errors import DcrError, MissingSubfilterError
+from tasks.dcr.mosaic import Mosaic
 from tasks.dcr.warp import warp_exposure
 from tasks.images import Box2I, Exposure, MaskPlane, PhotoCalib, VisitInfo
 
@@ -70,9 +71,10 @@ class GetDcrTemplateConfig(TaskConfig):
     )
     cropMargin: int = Field(
         32,
-        ge=8,
+        ge=16,
         description="Pixels kept around the detector outline when a patch is cropped before "
-        "the DCR shifts and the warp (must exceed the largest DCR shift plus 4).",
+        "the DCR shifts and the warp (must exceed the largest DCR shift plus 12: the "
+        "flagged frame of the shift, 7 + 2 pixels, and the Lanczos support, 3 pixels).",
     )
     mappingSpacing: int = Field(
         64, ge=4, description="Spacing (pixels) of the exact WCS mapping grid used by the warper."
@@ -249,10 +251,7 @@ class GetDcrTemplateTask(Task):
         if not coaddExposures:
             raise NoWorkFound("no coadd exposures to warp")
         out_box = bbox.grown(self.config.templateBorderSize)
-        num = np.zeros(out_box.shape, dtype=np.float32)
-        den = np.zeros(out_box.shape, dtype=np.float32)
-        var_num = np.zeros(out_box.shape, dtype=np.float32)
-        mask = np.zeros(out_box.shape, dtype=np.uint32)
+        mosaic = Mosaic(out_box.shape)
         coverage = []
         calib = None
         with self.timer("warp"):
@@ -269,22 +268,8 @@ class GetDcrTemplateTask(Task):
                     calib = exp.photo_calib
                 if calib is not None and exp.photo_calib is not None:
                     scale = exp.photo_calib.calibration_mean / calib.calibration_mean
-                good = np.isfinite(warped.image) & np.isfinite(warped.variance)
-                good &= warped.variance > 0
-                img = warped.image[good] * np.float32(scale)
-                var = warped.variance[good] * np.float32(scale**2)
-                weight = 1.0 / np.sqrt(var)
-                num[good] += weight * img
-                var_num[good] += weight * weight * var
-                den[good] += weight
-                mask[good] |= warped.mask[good]
-                coverage.append(int(good.sum()))
-        covered = den > 0
-        image = np.full(out_box.shape, np.nan, dtype=np.float32)
-        variance = np.full(out_box.shape, np.nan, dtype=np.float32)
-        image[covered] = num[covered] / den[covered]
-        variance[covered] = var_num[covered] / den[covered] ** 2
-        mask[~covered] |= np.uint32(MaskPlane.NO_DATA)
+                coverage.append(mosaic.add(warped.image, warped.variance, warped.mask, scale))
+        image, variance, mask = mosaic.finish(int(MaskPlane.NO_DATA))
         best = coaddExposures[int(np.argmax(coverage))]
         template = Exposure(
             image,
@@ -297,8 +282,8 @@ class GetDcrTemplateTask(Task):
             band=best.band,
         )
         self.metadata["nPatches"] = len(coaddExposures)
-        self.metadata["coveredFraction"] = float(covered.mean())
-        if not covered.any():
+        self.metadata["coveredFraction"] = mosaic.covered_fraction
+        if not any(coverage):
             raise NoWorkFound("the patches overlap the detector box only where they have no data")
         return Struct(template=template, outputExposure=template, dataIds=list(dataIds))
 

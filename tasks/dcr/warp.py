@@ -2,33 +2,33 @@
 
 The pixel mapping destination → sky → source is smooth, so we evaluate the
 two astropy WCS transforms exactly on a coarse grid of destination pixels
-only, interpolate it bilinearly to every pixel, and check the
-interpolation against the exact mapping at the cell centres (the grid is
-refined until the error is below ``tolerance`` pixels).  This is the
+only and interpolate it bilinearly to every pixel; the interpolation is
+checked against the exact mapping at the cell centres and the grid refined
+until the error is below ``tolerance`` pixels.  This is the
 "interpolation length" trick of the LSST warper; it makes the WCS cost
 negligible, where transforming every pixel of a 4k x 4k detector through
 astropy takes seconds (see ``bench/dcr``).
 
-The image is then sampled at the mapped positions with a cubic B-spline
-(``scipy.ndimage.map_coordinates``, order 3: an interpolating kernel with a
-better pass band than Lanczos-3 at the same support), only at destination
-pixels that fall inside the source; the variance and the mask take the
-nearest source pixel (the variance is smooth on a pixel scale and must stay
-positive).  Source pixels without data are filled before the spline
-and every destination pixel whose interpolation support touches them, or
-that falls outside the source, is ``NO_DATA`` (image and variance NaN).
+The planes are then resampled by `tasks.dcr.lanczos.warp_planes`: Lanczos-3
+for the image and the variance, the OR of the bilinear support for the
+mask, and ``NO_DATA`` wherever the kernel would touch a missing source
+pixel or leave the source.  No general-purpose resampling library offers a
+Lanczos kernel with this bad-pixel rule (``reproject`` and
+``scipy.ndimage`` stop at splines; OpenCV has only Lanczos-4 and no masks),
+and ``reproject_interp``'s bicubic was 11x slower than our previous spline
+warper in the same run (``bench/dcr/bench_template.py``), so the loop is
+compiled with numba.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from astropy.wcs import WCS
-from scipy import ndimage
 
-from tasks.dcr.shift import fill_bad_pixels
+from tasks.dcr.lanczos import warp_planes
 from tasks.images import Box2I, Exposure, MaskPlane
 
-__all__ = ["pixel_mapping", "warp_exposure"]
+__all__ = ["mapping_grid", "pixel_mapping", "warp_exposure"]
 
 _UNUSABLE = MaskPlane.NO_DATA | MaskPlane.BAD
 
@@ -51,6 +51,58 @@ def _linear_weights(points: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return weights
 
 
+def mapping_grid(
+    dest_wcs: WCS,
+    dest_bbox: Box2I,
+    src_wcs: WCS,
+    *,
+    spacing: int = 64,
+    tolerance: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exact source positions on a regular grid of destination pixels.
+
+    The grid is refined (its spacing halved, down to 4 pixels) until
+    bilinear interpolation between grid points reproduces the exact
+    mapping at the cell centres within ``tolerance``.
+
+    Parameters
+    ----------
+    dest_wcs, src_wcs : `astropy.wcs.WCS`
+        WCSs in parent pixel coordinates.
+    dest_bbox : `Box2I`
+        Destination pixels.
+    spacing : `int`, optional
+        Initial spacing (pixels) of the grid.
+    tolerance : `float`, optional
+        Largest allowed interpolation error (pixels), checked at cell centres.
+
+    Returns
+    -------
+    gx, gy : `numpy.ndarray`
+        Regularly spaced destination parent ``x`` (``nx``) and ``y`` (``ny``),
+        from the first to the last pixel of ``dest_bbox``.
+    sx, sy : `numpy.ndarray`
+        ``(ny, nx)`` source parent positions of the grid points.
+    """
+    spacing = max(int(spacing), 2)
+    while True:
+        nx = max(int(np.ceil((dest_bbox.width - 1) / spacing)), 1) + 1
+        ny = max(int(np.ceil((dest_bbox.height - 1) / spacing)), 1) + 1
+        gx = np.linspace(dest_bbox.x0, dest_bbox.x1 + (dest_bbox.width == 1), nx)
+        gy = np.linspace(dest_bbox.y0, dest_bbox.y1 + (dest_bbox.height == 1), ny)
+        xx, yy = np.meshgrid(gx, gy)
+        sx, sy = (a.reshape(ny, nx) for a in _exact(dest_wcs, src_wcs, xx.ravel(), yy.ravel()))
+        cx = 0.5 * (gx[:-1] + gx[1:])
+        cy = 0.5 * (gy[:-1] + gy[1:])
+        cxx, cyy = np.meshgrid(cx, cy)
+        ex, ey = _exact(dest_wcs, src_wcs, cxx.ravel(), cyy.ravel())
+        wy, wx = _linear_weights(cy, gy), _linear_weights(cx, gx)
+        err = np.hypot((wy @ sx @ wx.T).ravel() - ex, (wy @ sy @ wx.T).ravel() - ey).max()
+        if err <= tolerance or spacing <= 4:
+            return gx, gy, sx, sy
+        spacing //= 2
+
+
 def pixel_mapping(
     dest_wcs: WCS,
     dest_bbox: Box2I,
@@ -61,10 +113,9 @@ def pixel_mapping(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Source parent pixel positions of every destination pixel.
 
-    The exact mapping is computed on a grid of destination pixels and
-    interpolated bilinearly (as two small matrix products); the grid is
-    refined until the interpolation error at the cell centres is below
-    ``tolerance``.
+    The dense version of `mapping_grid` (the grid interpolated bilinearly, as
+    two small matrix products), for checks and small images; the warper
+    interpolates the grid on the fly instead.
 
     Parameters
     ----------
@@ -72,33 +123,17 @@ def pixel_mapping(
         WCSs in parent pixel coordinates.
     dest_bbox : `Box2I`
         Destination pixels.
-    spacing : `int`, optional
-        Initial spacing (pixels) of the grid on which the exact mapping is computed.
-    tolerance : `float`, optional
-        Largest allowed interpolation error (pixels), checked at cell centres.
+    spacing, tolerance : optional
+        See `mapping_grid`.
 
     Returns
     -------
     sx, sy : `numpy.ndarray`
         Arrays of shape ``dest_bbox.shape``: source parent ``x`` and ``y``.
     """
-    spacing = max(int(spacing), 2)
-    while True:
-        nx = max(int(np.ceil((dest_bbox.width - 1) / spacing)), 1) + 1
-        ny = max(int(np.ceil((dest_bbox.height - 1) / spacing)), 1) + 1
-        gx = np.linspace(dest_bbox.x0, dest_bbox.x1, nx)
-        gy = np.linspace(dest_bbox.y0, dest_bbox.y1, ny)
-        xx, yy = np.meshgrid(gx, gy)
-        sx, sy = (a.reshape(ny, nx) for a in _exact(dest_wcs, src_wcs, xx.ravel(), yy.ravel()))
-        cx = 0.5 * (gx[:-1] + gx[1:])
-        cy = 0.5 * (gy[:-1] + gy[1:])
-        cxx, cyy = np.meshgrid(cx, cy)
-        ex, ey = _exact(dest_wcs, src_wcs, cxx.ravel(), cyy.ravel())
-        wy, wx = _linear_weights(cy, gy), _linear_weights(cx, gx)
-        err = np.hypot((wy @ sx @ wx.T).ravel() - ex, (wy @ sy @ wx.T).ravel() - ey).max()
-        if err <= tolerance or spacing <= 4:
-            break
-        spacing //= 2
+    gx, gy, sx, sy = mapping_grid(
+        dest_wcs, dest_bbox, src_wcs, spacing=spacing, tolerance=tolerance
+    )
     wy = _linear_weights(np.arange(dest_bbox.y0, dest_bbox.y1 + 1, dtype=float), gy)
     wx = _linear_weights(np.arange(dest_bbox.x0, dest_bbox.x1 + 1, dtype=float), gx)
     return wy @ sx @ wx.T, wy @ sy @ wx.T
@@ -112,7 +147,7 @@ def warp_exposure(
     spacing: int = 64,
     tolerance: float = 0.01,
 ) -> Exposure:
-    """Resample ``source`` onto ``dest_wcs`` / ``dest_bbox``.
+    """Resample ``source`` onto ``dest_wcs`` / ``dest_bbox`` (Lanczos-3).
 
     Parameters
     ----------
@@ -123,19 +158,31 @@ def warp_exposure(
     dest_bbox : `Box2I`
         Destination pixel box.
     spacing, tolerance : optional
-        See `pixel_mapping`.
+        See `mapping_grid`.
 
     Returns
     -------
     warped : `tasks.images.Exposure`
-        float32 planes on ``dest_bbox``; uncovered pixels are ``NO_DATA`` with
-        NaN image and variance.  PSF, calibration and band are carried over
-        (the PSF in the source's orientation, exact for circular PSFs).
+        float32 planes on ``dest_bbox``; pixels that are uncovered, or whose
+        Lanczos support (6 x 6 source pixels) touches a missing pixel or
+        leaves the source, are ``NO_DATA`` with NaN image and variance.
+        PSF, calibration and band are carried over (the PSF in the source's
+        orientation, exact for circular PSFs).
     """
-    image = np.full(dest_bbox.shape, np.nan, dtype=np.float32)
-    variance = np.full(dest_bbox.shape, np.nan, dtype=np.float32)
-    mask = np.full(dest_bbox.shape, np.uint32(MaskPlane.NO_DATA), dtype=np.uint32)
-    out = Exposure(
+    gx, gy, sx, sy = mapping_grid(
+        dest_wcs, dest_bbox, source.wcs, spacing=spacing, tolerance=tolerance
+    )
+    image, variance, mask = warp_planes(
+        source.image,
+        source.variance,
+        source.mask,
+        (gx, gy, sx - source.bbox.x0, sy - source.bbox.y0),
+        (dest_bbox.x0, dest_bbox.y0),
+        dest_bbox.shape,
+        unusable_bits=int(_UNUSABLE),
+        no_data_bit=int(MaskPlane.NO_DATA),
+    )
+    return Exposure(
         image,
         mask,
         variance,
@@ -145,50 +192,3 @@ def warp_exposure(
         photo_calib=source.photo_calib,
         band=source.band,
     )
-    sx, sy = pixel_mapping(dest_wcs, dest_bbox, source.wcs, spacing=spacing, tolerance=tolerance)
-    inside = np.flatnonzero(source.bbox.contains(sx, sy))
-    if inside.size == 0:
-        return out
-    # array coordinates of the covered destination pixels in the source
-    ax = sx.ravel()[inside] - source.bbox.x0
-    ay = sy.ravel()[inside] - source.bbox.y0
-    del sx, sy
-    # the source rows/columns needed (+ the spline support)
-    box = Box2I.from_corners(
-        int(np.floor(ax.min())) - 3,
-        int(np.floor(ay.min())) - 3,
-        int(np.ceil(ax.max())) + 3,
-        int(np.ceil(ay.max())) + 3,
-    ).intersection(Box2I(0, 0, source.bbox.width, source.bbox.height))
-    rows = slice(box.y0, box.y0 + box.height)
-    cols = slice(box.x0, box.x0 + box.width)
-    ax -= box.x0
-    ay -= box.y0
-    src_img = source.image[rows, cols]
-    src_var = source.variance[rows, cols]
-    src_mask = source.mask[rows, cols]
-    missing = ~np.isfinite(src_img) | ~np.isfinite(src_var) | ((src_mask & _UNUSABLE) != 0)
-    any_missing = bool(missing.any())
-    filled = fill_bad_pixels(src_img, missing) if any_missing else src_img
-    coeff = ndimage.spline_filter(filled, order=3, output=np.float32, mode="mirror")
-    coords = np.array([ay, ax], dtype=np.float32)
-    warped_img = ndimage.map_coordinates(
-        coeff, coords, order=3, mode="mirror", prefilter=False, output=np.float32
-    )
-    # nearest source pixel (floor(v + 0.5)) for the variance and the mask: both
-    # are smooth or categorical on the scale of a pixel
-    ix = np.clip(np.floor(ax + 0.5).astype(np.intp), 0, box.width - 1)
-    iy = np.clip(np.floor(ay + 0.5).astype(np.intp), 0, box.height - 1)
-    flat = iy * box.width + ix
-    warped_var = np.asarray(src_var, dtype=np.float32).ravel()[flat]
-    warped_mask = src_mask.ravel()[flat] & ~np.uint32(_UNUSABLE)
-    if any_missing:
-        # the cubic support (4x4) of a position lies within 2 pixels of its nearest pixel
-        touched = ndimage.maximum_filter(missing, size=5).ravel()[flat]
-        warped_img[touched] = np.nan
-        warped_var[touched] = np.nan
-        warped_mask[touched] |= np.uint32(MaskPlane.NO_DATA)
-    image.ravel()[inside] = warped_img
-    variance.ravel()[inside] = warped_var
-    mask.ravel()[inside] = warped_mask
-    return out

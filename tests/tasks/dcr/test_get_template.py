@@ -117,7 +117,7 @@ def test_warp_reproduces_direct_rendering():
     truth = render(wcs, bbox, *sky_sources())
     assert not np.any((warped.mask & MaskPlane.NO_DATA) != 0)
     resid = warped.image - truth
-    # cubic-spline interpolation of a sigma=1.8 px PSF: < 1 % of the peak
+    # Lanczos-3 interpolation of a sigma=1.8 px PSF: < 1 % of the peak
     peak = truth.max()
     assert np.max(np.abs(resid)) < 0.01 * peak
     assert warped.image.sum() == pytest.approx(truth.sum(), rel=1e-3)

@@ -16,7 +16,7 @@ def test_shift_moves_a_star_by_subpixel_offsets(dy, dx):
     image = gaussian((64, 64), 30.2, 31.6)
     shifted, bad = shift_image(image, dy, dx)
     expected = gaussian((64, 64), 30.2 + dx, 31.6 + dy)
-    assert not bad[10:-10, 10:-10].any()
+    assert not bad[12:-12, 12:-12].any()
     # cubic spline on a sigma=2 Gaussian: errors below 0.3 % of the peak
     assert np.max(np.abs(shifted - expected)) < 3e-3 * expected.max()
     assert shifted.sum() == pytest.approx(1000.0, rel=1e-3)
@@ -30,9 +30,10 @@ def test_nan_pixels_do_not_spread():
     shifted, bad = shift_image(image, 0.4, -0.3)
     assert np.all(np.isfinite(shifted))
     # the flagged region is the bad pixels grown by the interpolation support
-    # (plus the image border, whose spline support leaves the image)
+    # (plus a frame of ~10 pixels along the image border: the support leaves the
+    # image, and the spline prefilter there depends on the boundary rule)
     assert bad[20, 25] and bad[61, 11]
-    assert bad[3:-3, 3:-3].sum() < 60
+    assert bad[12:-12, 12:-12].sum() < 60
     clean, _ = shift_image(np.nan_to_num(image), 0.4, -0.3)
     far = ~bad
     far[15:26, 20:31] = False
