@@ -64,7 +64,16 @@ class SimulationConfig(BaseModel):
     saturation: float = Field(30000.0, gt=0, description="Saturation level, counts above sky.")
     n_bad_columns: int = Field(2, ge=0, description="Bad columns per detector.")
     n_cosmic_rays: int = Field(15, ge=0, description="Cosmic rays per exposure.")
-    apply_dcr: bool = Field(True, description="Shift each source by its SED's DCR.")
+    apply_dcr: bool = Field(
+        True, description="Spread each source's light along the zenith by its SED's DCR."
+    )
+    dcr_render_tolerance: float = Field(
+        1e-5,
+        gt=0,
+        lt=1,
+        description="Largest error, relative to the PSF peak, from drawing each source's "
+        "DCR-spread light as a few components (more components when smaller).",
+    )
     # -- sources (counts over the whole field covered by the visits)
     n_static: int = Field(1500, ge=0, description="Static stars.")
     n_variable: int = Field(60, ge=0, description="Variable stars.")

@@ -3,6 +3,9 @@
 Sources are drawn as PSF stamps (``Psf.compute_images``: one ``k × k`` stamp
 per source, evaluated in one vectorised call) and scattered into the image
 with `numpy.bincount`, so no Python loop runs over pixels or sources.
+Sources spread by differential chromatic refraction (`DcrComponents`) get
+one stamp each too, grown to hold all their components
+(`tasks.simulate.chromatic.spread_stamps`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from tasks.images.geom import Box2I
 from tasks.images.mask import MASK_DTYPE, MaskPlane
 from tasks.images.psf import Psf, nearest_pixel
 from tasks.images.visit_info import VisitInfo
+from tasks.simulate.chromatic import DcrComponents, is_separable, spread_stamps
 
 __all__ = ["render_sources", "add_noise", "add_defects", "render_exposure"]
 
@@ -31,6 +35,8 @@ def render_sources(
     y: np.ndarray,
     flux: np.ndarray,
     out: np.ndarray | None = None,
+    *,
+    components: DcrComponents | None = None,
 ) -> np.ndarray:
     """Return (or add into ``out``) the noiseless image of point sources.
 
@@ -47,6 +53,11 @@ def render_sources(
         sums to its flux; the part falling outside ``bbox`` is lost.
     out : `numpy.ndarray`, optional
         Float array of shape ``bbox.shape`` to add into.
+    components : `DcrComponents`, optional
+        Each source's light split into components at offsets from ``(x, y)``
+        (DCR): source ``i`` is drawn as ``Σ_j weight[i, j]`` times the PSF at
+        ``(x[i] + dx[i, j], y[i] + dy[i, j])``.  Separable PSFs are drawn one
+        grown stamp per source; any other PSF one stamp per component.
 
     Returns
     -------
@@ -64,28 +75,58 @@ def render_sources(
         out = np.zeros(bbox.shape, dtype=np.float64)
     elif out.shape != bbox.shape:
         raise ImageError(f"out has shape {out.shape}, expected {bbox.shape}")
-    k = psf.kernel_size
-    half = k // 2
+    if components is not None:
+        if len(components) != x.size:
+            raise ImageError(f"{len(components)} DCR component rows for {x.size} sources")
+        if components.n_components == 1:
+            x, y = x + components.dx[:, 0], y + components.dy[:, 0]
+            flux, components = flux * components.weight[:, 0], None
+        elif not is_separable(psf):
+            # any PSF: each component is a point source of its own
+            return render_sources(
+                bbox,
+                psf,
+                (x[:, None] + components.dx).ravel(),
+                (y[:, None] + components.dy).ravel(),
+                (flux[:, None] * components.weight).ravel(),
+                out,
+            )
+    half = psf.kernel_size // 2
+    half_x = half_y = half
+    if components is not None:
+        # stamps grow to hold every component's own kernel
+        reach_x = nearest_pixel(x[:, None] + components.dx) - nearest_pixel(x)[:, None]
+        reach_y = nearest_pixel(y[:, None] + components.dy) - nearest_pixel(y)[:, None]
+        half_x += int(np.abs(reach_x).max(initial=0))
+        half_y += int(np.abs(reach_y).max(initial=0))
     # keep sources whose stamp touches the box
-    keep = bbox.grown(half + 1).contains(x, y) & (flux != 0)
+    keep = bbox.grown(max(half_x, half_y) + 1).contains(x, y) & (flux != 0)
     x, y, flux = x[keep], y[keep], flux[keep]
+    if components is not None:
+        components = components.select(keep)
     if x.size == 0:
         return out
     height, width = bbox.shape
-    offsets = np.arange(k) - half
+    offsets_x = np.arange(-half_x, half_x + 1)
+    offsets_y = np.arange(-half_y, half_y + 1)
+    chunk = max(256, _CHUNK * (2 * half + 1) ** 2 // (offsets_x.size * offsets_y.size))
     rx = nearest_pixel(x) - bbox.x0
     ry = nearest_pixel(y) - bbox.y0
     # stamps wholly inside the image need no clipping: their index and weight
     # arrays are passed to bincount as flat views (no boolean compress)
-    interior = (rx >= half) & (rx < width - half) & (ry >= half) & (ry < height - half)
+    interior = (rx >= half_x) & (rx < width - half_x) & (ry >= half_y) & (ry < height - half_y)
     total = np.zeros(height * width, dtype=np.float64)
     for subset in (np.flatnonzero(interior), np.flatnonzero(~interior)):
-        for start in range(0, subset.size, _CHUNK):
-            idx = subset[start : start + _CHUNK]
-            stamps = psf.compute_images(x[idx], y[idx])
+        for start in range(0, subset.size, chunk):
+            idx = subset[start : start + chunk]
+            if components is None:
+                stamps = psf.compute_images(x[idx], y[idx])
+            else:
+                sub = components.select(idx)
+                stamps = spread_stamps(psf, x[idx], y[idx], sub, half_x, half_y)
             stamps *= flux[idx, None, None]
-            rows = ry[idx, None] + offsets[None, :]  # (n, k)
-            cols = rx[idx, None] + offsets[None, :]
+            rows = ry[idx, None] + offsets_y[None, :]  # (n, ky)
+            cols = rx[idx, None] + offsets_x[None, :]  # (n, kx)
             flat = (rows * width)[:, :, None] + cols[:, None, :]
             if interior[idx[0]]:
                 total += np.bincount(flat.ravel(), weights=stamps.ravel(), minlength=total.size)
@@ -180,6 +221,7 @@ def render_exposure(
     detector: int | None = None,
     band: str | None = None,
     dtype: type = np.float32,
+    components: DcrComponents | None = None,
 ) -> Struct:
     """Render a noisy single-visit exposure of point sources with known truth.
 
@@ -205,6 +247,9 @@ def render_exposure(
         Metadata attached to the exposure.
     dtype : `type`, optional
         Float type of the image and variance.
+    components : `DcrComponents`, optional
+        DCR components of each source (see `render_sources`); ``x, y`` are
+        then the sources' flux-weighted mean positions.
 
     Returns
     -------
@@ -214,7 +259,7 @@ def render_exposure(
         saturated), ``defects`` (from `add_defects`).
     """
     counts = photo_calib.nanojansky_to_instflux(flux_njy)
-    model = render_sources(bbox, psf, x, y, counts)
+    model = render_sources(bbox, psf, x, y, counts, components=components)
     image, variance = add_noise(model, sky, read_noise, rng)
     mask = np.zeros(bbox.shape, dtype=MASK_DTYPE)
     defects = add_defects(image, mask, rng, saturation, n_bad_columns, n_cosmic_rays)

@@ -20,9 +20,10 @@ from astropy.wcs import WCS
 
 from tasks.base import Struct
 from tasks.data_layout import DataLayout, visit_info_to_row
-from tasks.images.psf import nearest_pixel
+from tasks.images.psf import Psf, nearest_pixel
 from tasks.images.visit_info import VisitInfo
 from tasks.images.wcs_utils import sky_direction_in_pixels
+from tasks.simulate.chromatic import DcrComponents, dcr_components, smallest_psf_width
 from tasks.simulate.coadds import render_patch_coadds
 from tasks.simulate.config import SimulationConfig
 from tasks.simulate.geometry import (
@@ -40,7 +41,7 @@ from tasks.simulate.refraction import sed_dcr_shift
 from tasks.simulate.render import render_exposure
 from tasks.simulate.sources import make_objects, object_fluxes, object_positions
 
-__all__ = ["simulate_survey"]
+__all__ = ["simulate_survey", "source_dcr_components"]
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ def _visit_sources(
     dec: np.ndarray,
     flux: np.ndarray,
     dcr_arcsec: np.ndarray,
-) -> pd.DataFrame:
-    """Objects falling on one visit/detector with their rendered positions."""
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Objects falling on one visit/detector with their rendered positions, and their mask."""
     info = planned.visit_info
     bbox = detector_bbox(config)
     x, y = wcs.wcs_world2pix(ra, dec, 0)
@@ -67,7 +68,7 @@ def _visit_sources(
     x = x + sx
     y = y + sy
     near = np.asarray(bbox.grown(40).contains(x, y))
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "objectId": objects["objectId"].to_numpy()[near],
             "kind": objects["kind"].to_numpy()[near],
@@ -85,6 +86,47 @@ def _visit_sources(
             "flux": flux[near],
         }
     )
+    return table, near
+
+
+def source_dcr_components(
+    config: SimulationConfig, visit_info: VisitInfo, wcs: WCS, psf: Psf, sed_slope: np.ndarray
+) -> DcrComponents:
+    """DCR components with which the simulator draws sources on a visit/detector.
+
+    Parameters
+    ----------
+    config : `SimulationConfig`
+        The survey's config (pixel scale, detector size, render tolerance).
+    visit_info : `tasks.images.VisitInfo`
+        The visit (band, zenith distance, parallactic angle, weather).
+    wcs : `astropy.wcs.WCS`
+        The detector's WCS.
+    psf : `tasks.images.Psf`
+        The detector's PSF (its narrowest width sets the number of components).
+    sed_slope : `numpy.ndarray`
+        Spectral slope of each source.
+
+    Returns
+    -------
+    components : `DcrComponents`
+        Offsets from each source's truth ``x, y`` (its flux-weighted mean
+        position) and flux fractions; ``render_sources(..., components=...)``
+        at the truth positions reproduces the noiseless image.
+    """
+    bbox = detector_bbox(config)
+    cx, cy = bbox.center
+    direction = sky_direction_in_pixels(wcs, cx, cy, visit_info.parallactic_angle)
+    return dcr_components(
+        visit_info.band,
+        sed_slope,
+        visit_info.zenith_distance,
+        visit_info.weather,
+        direction,
+        config.pixel_scale,
+        smallest_psf_width(psf, bbox),
+        config.dcr_render_tolerance,
+    )
 
 
 _TRAIL_POINTS = 9
@@ -92,19 +134,28 @@ _TRAIL_POINTS = 9
 
 def _trailed(
     src: pd.DataFrame, objects: pd.DataFrame, info: VisitInfo, wcs: WCS
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Positions and fluxes to render: each SSO becomes a trail of points over the exposure.
 
     A Solar System object moves during the exposure (0.6″ in 30 s at 0.5 deg/day),
     so its light is spread evenly over ``_TRAIL_POINTS`` positions between its
     places at the start and the end of the exposure; the truth keeps the midpoint.
+    Each point carries the object's DCR shift (and, through the returned row
+    index, its DCR components: the trail is drawn in every colour).
+
+    Returns
+    -------
+    x, y, flux : `numpy.ndarray`
+        Points to render: the other sources first, then each SSO's trail.
+    rows : `numpy.ndarray`
+        Row of ``src`` each point belongs to.
     """
     x = src["x"].to_numpy()
     y = src["y"].to_numpy()
     flux = src["flux"].to_numpy()
     sso = src["kind"].to_numpy() == "sso"
     if not sso.any():
-        return x, y, flux
+        return x, y, flux, np.arange(len(src))
     moving = objects.set_index("objectId").loc[src["objectId"].to_numpy()[sso]].reset_index()
     half = 0.5 * info.exposure_time / 86400.0
     ends = []
@@ -120,6 +171,7 @@ def _trailed(
         np.concatenate([x[~sso], tx.ravel()]),
         np.concatenate([y[~sso], ty.ravel()]),
         np.concatenate([flux[~sso], tf.ravel()]),
+        np.concatenate([np.flatnonzero(~sso), np.repeat(np.flatnonzero(sso), _TRAIL_POINTS)]),
     )
 
 
@@ -220,9 +272,13 @@ def simulate_survey(
         sky = config.sky[info.band] * (1.0 + 0.2 * (info.airmass - 1.0))
         for det in range(config.n_detectors):
             wcs = wcss[(info.visit_id, det)]
-            src = _visit_sources(config, objects, p, det, wcs, ra, dec, flux, dcr)
+            src, near = _visit_sources(config, objects, p, det, wcs, ra, dec, flux, dcr)
             psf = detector_psf(config, p, det)
-            rx, ry, rflux = _trailed(src, objects, info, wcs)
+            rx, ry, rflux, rows = _trailed(src, objects, info, wcs)
+            components = None
+            if config.apply_dcr:
+                components = source_dcr_components(config, info, wcs, psf, slopes[near])
+                components = components.select(rows)
             result = render_exposure(
                 bbox,
                 wcs,
@@ -239,6 +295,7 @@ def simulate_survey(
                 n_cosmic_rays=config.n_cosmic_rays,
                 visit_info=info,
                 detector=det,
+                components=components,
             )
             src["instFlux"] = calib.nanojansky_to_instflux(src["flux"].to_numpy())
             on = np.asarray(bbox.contains(src["x"].to_numpy(), src["y"].to_numpy()))

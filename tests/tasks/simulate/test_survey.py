@@ -8,6 +8,7 @@ from tasks.images import Box2I, MaskPlane
 from tasks.images.wcs_utils import sky_direction_in_pixels
 from tasks.simulate import SimulationConfig, render_sources, simulate_survey
 from tasks.simulate.refraction import sed_subfilter_fractions
+from tasks.simulate.survey import _trailed, source_dcr_components
 
 CONFIG = SimulationConfig.tiny(seed=7, n_visits=4, n_sso=12, detector_size=(600, 500), n_static=600)
 
@@ -19,9 +20,18 @@ def survey(tmp_path_factory):
     return truth, DataLayout(root)
 
 
-def _truth_model(exposure, src):
-    counts = src["instFlux"].to_numpy()
-    return render_sources(exposure.bbox, exposure.psf, src["x"], src["y"], counts)
+def _truth_model(exposure, src, objects, spread=True):
+    """Noiseless image of truth sources as the simulator draws them (trails, DCR spread)."""
+    src = src.reset_index(drop=True)
+    info = exposure.visit_info
+    x, y, flux, rows = _trailed(src, objects, info, exposure.wcs)
+    counts = exposure.photo_calib.nanojansky_to_instflux(flux)
+    components = None
+    if spread:
+        slopes = objects.set_index("objectId").loc[src["objectId"], "sedSlope"].to_numpy()
+        components = source_dcr_components(CONFIG, info, exposure.wcs, exposure.psf, slopes)
+        components = components.select(rows)
+    return render_sources(exposure.bbox, exposure.psf, x, y, counts, components=components)
 
 
 def _fit_position(exposure, data, x, y, half=6):
@@ -130,7 +140,7 @@ def test_injected_fluxes_and_variance_in_survey_exposures(survey):
     assert abs(np.median(pulls)) < 1.0
     assert np.mean(np.abs(pulls) < 3.5) > 0.85
     # the image minus the truth model is noise described by the variance plane
-    resid = (exp.image - _truth_model(exp, src)) / np.sqrt(exp.variance)
+    resid = (exp.image - _truth_model(exp, src, truth.objects)) / np.sqrt(exp.variance)
     inner = exp.bbox.grown(-20)
     clean = (exp.mask == 0)[exp.bbox.slices(inner)]
     resid = resid[exp.bbox.slices(inner)][clean]
@@ -153,7 +163,7 @@ def test_dcr_moves_stars_along_the_zenith_direction(survey):
     )
     # the 12 brightest such stars (position errors ~0.01 px)
     sel[np.flatnonzero(sel)[np.argsort(-src["instFlux"].to_numpy()[sel])[12:]]] = False
-    others = _truth_model(exp, src[~sel])
+    others = _truth_model(exp, src[~sel], truth.objects)
     data = exp.image.astype(float) - others
     src = src[sel]
     assert len(src) >= 8
@@ -246,17 +256,20 @@ def test_same_seed_same_survey_and_in_memory_mode():
 
 def test_moving_objects_are_trailed_over_the_exposure(survey):
     from tasks.simulate.geometry import detector_wcs
-    from tasks.simulate.survey import _trailed
 
     truth, layout = survey
     src = truth.sources[truth.sources["kind"] == "sso"]
     visit = int(src["visit"].iloc[0])
     rows = src[src["visit"] == visit].reset_index(drop=True)
     info = layout.read_visit_info(visit)
-    x, y, flux = _trailed(rows, truth.objects, info, detector_wcs(CONFIG, info, 0))
+    x, y, flux, index = _trailed(rows, truth.objects, info, detector_wcs(CONFIG, info, 0))
     n = len(rows)
     tx, ty, tf = x[-9 * n :].reshape(n, 9), y[-9 * n :].reshape(n, 9), flux[-9 * n :].reshape(n, 9)
     np.testing.assert_allclose(tf.sum(axis=1), rows["flux"])
+    # each trail point belongs to its object (and is drawn with its DCR components)
+    np.testing.assert_array_equal(
+        index[-9 * n :].reshape(n, 9), np.repeat(np.arange(n)[:, None], 9, 1)
+    )
     # the trail is centred on the truth position and as long as rate * exposure time
     np.testing.assert_allclose(tx[:, 4], rows["x"], atol=1e-3)
     np.testing.assert_allclose(ty[:, 4], rows["y"], atol=1e-3)
@@ -295,3 +308,39 @@ def test_bright_stars_saturate_and_are_flagged(survey):
     rows = np.floor(ok["y"].to_numpy() + 0.5).astype(int)
     cols = np.floor(ok["x"].to_numpy() + 0.5).astype(int)
     assert not np.any(exp.mask[rows, cols] & MaskPlane.SAT.value)
+
+
+def test_exposures_hold_dcr_spread_stars(survey):
+    """At airmass 1.3 in g each star's light lies along the zenith as its SED refracts it."""
+    truth, layout = survey
+    table = layout.read_visit_table()
+    g = table[table["band"] == "g"].sort_values("airmass")
+    visit = int(g["visit"].iloc[-1])
+    assert g["airmass"].iloc[-1] > 1.3
+    exp = layout.read_exposure(visit, 0)
+    src = layout.read_truth_sources(visit, 0)
+    chi = {}
+    for spread in (True, False):
+        chi[spread] = (exp.image - _truth_model(exp, src, truth.objects, spread)) / np.sqrt(
+            exp.variance
+        )
+    inner = exp.bbox.slices(exp.bbox.grown(-20))
+    clean = (exp.mask == 0)[inner]
+    assert np.std(chi[True][inner][clean]) == pytest.approx(1.0, abs=0.02)
+    # stamps of bright unsaturated stars: noise with the spread model, not without it
+    bright = src[
+        ~src["saturated"].to_numpy()
+        & (src["instFlux"].to_numpy() > 3e4)
+        & exp.bbox.grown(-10).contains(src["x"].to_numpy(), src["y"].to_numpy())
+    ]
+    assert len(bright) >= 5
+    per_pixel = {True: [], False: []}
+    for row in bright.itertuples():
+        sl = exp.bbox.slices(Box2I(int(round(row.x)) - 5, int(round(row.y)) - 5, 11, 11))
+        for spread in (True, False):
+            good = exp.mask[sl] == 0
+            per_pixel[spread].append(np.mean(chi[spread][sl][good] ** 2))
+    with_spread, without = np.median(per_pixel[True]), np.median(per_pixel[False])
+    print(f"bright-star chi2/pixel: {with_spread:.2f} with the DCR spread, {without:.2f} without")
+    assert with_spread < 1.3
+    assert without > 2.0 * with_spread
