@@ -25,11 +25,11 @@ with numba (`nogil`), and the destination rows are split between threads.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
+
+from tasks.threads import run_in_chunks
 
 __all__ = ["LANCZOS_ORDER", "lanczos_weights", "warp_planes"]
 
@@ -60,7 +60,9 @@ def lanczos_weights(fraction: np.ndarray, order: int = LANCZOS_ORDER) -> np.ndar
     return weights / weights.sum(axis=-1, keepdims=True)
 
 
-_TABLE = np.ascontiguousarray(lanczos_weights(np.arange(_TABLE_STEPS + 1) / _TABLE_STEPS))
+_TABLE = np.ascontiguousarray(
+    lanczos_weights(np.arange(_TABLE_STEPS + 1) / _TABLE_STEPS), dtype=np.float32
+)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -100,8 +102,8 @@ def _warp_rows(  # pragma: no cover - compiled
     height, width = image.shape
     n_taps = table.shape[1]
     ny, nx = map_x.shape
-    wx = np.empty(n_taps)
-    wy = np.empty(n_taps)
+    wx = np.empty(n_taps, dtype=np.float32)
+    wy = np.empty(n_taps, dtype=np.float32)
     for r in range(row0, row1):
         gy = (dest_y0 + r - grid_y0) / grid_dy
         j = min(max(int(math.floor(gy)), 0), ny - 2)
@@ -141,11 +143,11 @@ def _warp_rows(  # pragma: no cover - compiled
                 out_variance[r, c] = np.nan
                 out_mask[r, c] = no_data_bit
                 continue
-            acc_image = 0.0
-            acc_variance = 0.0
+            acc_image = np.float32(0.0)
+            acc_variance = np.float32(0.0)
             for a in range(n_taps):
-                row_image = 0.0
-                row_variance = 0.0
+                row_image = np.float32(0.0)
+                row_variance = np.float32(0.0)
                 for b in range(n_taps):
                     row_image += wx[b] * image[iy + a, ix + b]
                     row_variance += wx[b] * variance[iy + a, ix + b]
@@ -158,13 +160,6 @@ def _warp_rows(  # pragma: no cover - compiled
             by = min(max(int(math.floor(sy)), 0), height - 2)
             bits = mask[by, bx] | mask[by, bx + 1] | mask[by + 1, bx] | mask[by + 1, bx + 1]
             out_mask[r, c] = bits & keep_bits
-
-
-def _n_threads() -> int:
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def warp_planes(
@@ -242,17 +237,5 @@ def warp_planes(
         out_variance,
         out_mask,
     )
-    height = dest_shape[0]
-    n_chunks = min(_n_threads(), max(height // 64, 1))
-    bounds = np.linspace(0, height, n_chunks + 1).astype(int)
-    if n_chunks == 1:
-        _warp_rows(0, height, *args)
-    else:
-        with ThreadPoolExecutor(n_chunks) as pool:
-            futures = [
-                pool.submit(_warp_rows, int(a), int(b), *args)
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-            ]
-            for future in futures:
-                future.result()
+    run_in_chunks(lambda start, stop: _warp_rows(start, stop, *args), dest_shape[0])
     return out_image, out_variance, out_mask

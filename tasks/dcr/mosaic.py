@@ -14,14 +14,18 @@ import math
 import numba
 import numpy as np
 
+from tasks.threads import run_in_chunks
+
 __all__ = ["Mosaic"]
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(image, variance, mask, scale, num, den, count, mask_out):  # pragma: no cover
-    height, width = image.shape
+def _accumulate(
+    image, variance, mask, scale, num, den, count, mask_out, row0, row1
+):  # pragma: no cover
+    width = image.shape[1]
     covered = 0
-    for i in range(height):
+    for i in range(row0, row1):
         for j in range(width):
             v = variance[i, j] * scale * scale
             x = image[i, j] * scale
@@ -84,18 +88,19 @@ class Mosaic:
         covered : `int`
             Number of pixels this patch contributed to.
         """
-        return int(
-            _accumulate(
-                np.asarray(image, dtype=np.float32),
-                np.asarray(variance, dtype=np.float32),
-                np.asarray(mask, dtype=np.uint32),
-                float(scale),
-                self._num,
-                self._den,
-                self._count,
-                self.mask,
-            )
+        planes = (
+            np.asarray(image, dtype=np.float32),
+            np.asarray(variance, dtype=np.float32),
+            np.asarray(mask, dtype=np.uint32),
+            float(scale),
+            self._num,
+            self._den,
+            self._count,
+            self.mask,
         )
+        covered: list[int] = []
+        run_in_chunks(lambda a, b: covered.append(_accumulate(*planes, a, b)), image.shape[0])
+        return int(sum(covered))
 
     def finish(self, no_data_bit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Weighted mean image, its variance, and the mask.

@@ -31,6 +31,8 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from tasks.threads import run_in_chunks
+
 __all__ = ["fill_bad_pixels", "shift_and_sum", "shift_image", "spline_prefilter"]
 
 
@@ -141,15 +143,16 @@ def _prefilter_columns(c):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _add_taps(image, first_y, wy, first_x, wx, out):  # pragma: no cover - compiled
+def _add_taps(image, first_y, wy, first_x, wx, out, row0, row1):  # pragma: no cover - compiled
     """``out[i, j] += sum_m sum_n wy[m] wx[n] image[i + first_y + m, j + first_x + n]``.
 
-    Four taps per axis; rows and columns beyond the image repeat its edge.
+    For the rows ``row0 <= i < row1``; four taps per axis; rows and columns
+    beyond the image repeat its edge.
     """
     h, w = image.shape
     pad = abs(first_x) + 4
     row = np.empty(w + 2 * pad)
-    for i in range(h):
+    for i in range(row0, row1):
         r0 = image[min(max(i + first_y, 0), h - 1)]
         r1 = image[min(max(i + first_y + 1, 0), h - 1)]
         r2 = image[min(max(i + first_y + 2, 0), h - 1)]
@@ -173,7 +176,10 @@ def _shift_taps(image: np.ndarray, dy: float, dx: float, out: np.ndarray) -> Non
     """Add the B-spline taps of a shift, applied along both axes, to ``out``."""
     first_y, wy = _taps(dy)
     first_x, wx = _taps(dx)
-    _add_taps(image, first_y, wy, first_x, wx, out)
+    run_in_chunks(
+        lambda start, stop: _add_taps(image, first_y, wy, first_x, wx, out, start, stop),
+        image.shape[0],
+    )
 
 
 def spline_prefilter(image: np.ndarray) -> np.ndarray:
@@ -190,11 +196,16 @@ def spline_prefilter(image: np.ndarray) -> np.ndarray:
         A new array.
     """
     coeff = np.array(image, dtype=np.float32, order="C")
-    if coeff.shape[0] > 1:
-        _prefilter_columns(coeff)
-    if coeff.shape[1] > 1:
-        _prefilter_rows(coeff)
+    _prefilter(coeff)
     return coeff
+
+
+def _prefilter(coeff: np.ndarray) -> None:
+    """Prefilter in place along both axes, columns and rows split between threads."""
+    if coeff.shape[0] > 1:
+        run_in_chunks(lambda a, b: _prefilter_columns(coeff[:, a:b]), coeff.shape[1])
+    if coeff.shape[1] > 1:
+        run_in_chunks(lambda a, b: _prefilter_rows(coeff[a:b]), coeff.shape[0])
 
 
 def _shift_support(flags: np.ndarray, shift: float, axis: int, outside: bool) -> np.ndarray:
@@ -282,10 +293,7 @@ def shift_and_sum(
         frame_cols |= _shift_support(_frame(shape[1]), dx, 0, True)
         if any_missing:
             total_bad |= _shift_support(_shift_support(missing, dy, 0, True), dx, 1, True)
-    if total.shape[0] > 1:
-        _prefilter_columns(total)
-    if total.shape[1] > 1:
-        _prefilter_rows(total)
+    _prefilter(total)
     total_bad |= frame_rows[:, None] | frame_cols[None, :]
     total[total_bad] = 0.0
     return total, total_bad
