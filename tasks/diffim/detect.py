@@ -22,11 +22,19 @@ import numpy as np
 import pandas as pd
 from astropy.time import Time
 from pydantic import Field
+from scipy import signal
 from scipy.spatial import cKDTree
 
 from tasks.base import Struct, Task, TaskConfig, TaskError
-from tasks.diffim.measure import mask_bits_near, psf_fluxes, subtract_psf_models
-from tasks.diffim.peaks import Peaks, find_peaks, psf_filter, refine_centroids
+from tasks.diffim.measure import (
+    extract_stamps,
+    mask_bits_near,
+    psf_fluxes,
+    psf_model_stamps,
+    subtract_psf_models,
+)
+from tasks.diffim.peaks import FilteredImage, Peaks, filter_image, find_peaks, refine_centroids
+from tasks.diffim.pixel_loops import add_stamps
 from tasks.ids import make_ids
 from tasks.images import Exposure, MaskPlane
 
@@ -50,6 +58,34 @@ _CENTER_FLAGS = {
     "pixelFlags_saturatedCenter": MaskPlane.SAT,
     "pixelFlags_suspectCenter": MaskPlane.SUSPECT,
 }
+
+
+def _filtered_without_models(
+    first: FilteredImage,
+    psf_images,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+) -> np.ndarray:
+    """PSF-filtered image of the image minus PSF models of sources.
+
+    By linearity this is the filtered image minus the filtered models, and
+    the models are small: each (with its unusable pixels zeroed, as the
+    filter does) is correlated with the filter kernel on its own and
+    subtracted from a copy of ``first.filtered``.
+    """
+    out = first.filtered.copy()
+    stamps, x0, y0 = psf_model_stamps(psf_images, x, y, flux)
+    if not len(stamps):
+        return out
+    k = stamps.shape[-1]
+    usable = extract_stamps(~first.unusable, x0 + k // 2, y0 + k // 2, k, fill=False)
+    stamps = np.where(usable, stamps, 0.0)
+    flipped = first.kernel[::-1, ::-1]
+    filtered = signal.fftconvolve(stamps, flipped[None], mode="full", axes=(1, 2))
+    half = flipped.shape[0] // 2
+    add_stamps(out, filtered.astype(np.float32), x0 - half, y0 - half, np.float32(-1.0))
+    return out
 
 
 class DetectAndMeasureConfig(TaskConfig):
@@ -134,26 +170,15 @@ class DetectAndMeasureTask(Task):
         bbox = exposure.bbox
         cx, cy = bbox.center
         sigma = float(exposure.psf.sigma(cx, cy))
-        bad = ((exposure.mask & bad_bits) != 0) | ~np.isfinite(exposure.image)
         kernel = exposure.psf.compute_kernel_image(cx, cy)
         # the matched filter needs the core of the PSF, not its far wings
         half = min(kernel.shape[0] // 2, max(2, int(np.ceil(self.config.filterRadius * sigma))))
         centre = kernel.shape[0] // 2
         kernel = kernel[centre - half : centre + half + 1, centre - half : centre + half + 1]
-        filtered_var = None
         min_sep = max(1, int(round(self.config.minPeakSeparation * sigma)))
         grow = int(np.ceil(self.config.footprintGrow * sigma))
 
-        def detect(image: np.ndarray):
-            nonlocal filtered_var
-            filtered, snr, filtered_var = psf_filter(
-                image,
-                exposure.variance,
-                kernel,
-                bad,
-                filtered_variance=filtered_var,
-                return_variance=True,
-            )
+        def peaks_of(filtered: np.ndarray, snr: np.ndarray):
             peaks = find_peaks(
                 snr,
                 self.config.threshold,
@@ -161,21 +186,28 @@ class DetectAndMeasureTask(Task):
                 grow=grow,
                 polarity=self.config.polarity,
             )
-            return peaks, *refine_centroids(filtered, peaks), snr
+            return peaks, *refine_centroids(filtered, peaks)
 
         with self.timer("detect"):
-            peaks, x, y, snr = detect(exposure.image)
+            first = filter_image(
+                exposure.image, exposure.variance, kernel, mask=exposure.mask, mask_bits=bad_bits
+            )
+            # unusable: masked, non-finite, or without a positive variance
+            # (pixels the PSF fits would drop anyway)
+            bad = first.unusable
+            snr = first.snr
+            peaks, x, y = peaks_of(first.filtered, snr)
         with self.timer("measure"):
             table = self._measure(exposure, science, peaks, x, y, bad, sigma)
         if self.config.nPasses > 1 and len(table):
             # second pass: faint sources hidden in the wings of bright ones
             # appear once the PSF models of the first-pass sources are removed
             with self.timer("secondPass"):
-                flux = table["_instFlux"].to_numpy()
-                residual = subtract_psf_models(
-                    exposure.image, self._psf_images(exposure), x, y, np.nan_to_num(flux)
-                )
-                peaks2, x2, y2, _ = detect(residual)
+                flux = np.nan_to_num(table["_instFlux"].to_numpy())
+                psf_images = self._psf_images(exposure)
+                residual = subtract_psf_models(exposure.image, psf_images, x, y, flux)
+                filtered2 = _filtered_without_models(first, psf_images, x, y, flux)
+                peaks2, x2, y2 = peaks_of(filtered2, filtered2 * first.inverse_sigma)
                 if len(peaks2):
                     dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x2, y2]))
                     new = dist > 2.0 * sigma

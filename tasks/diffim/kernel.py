@@ -23,6 +23,7 @@ from scipy import fft as sp_fft
 from scipy.spatial import cKDTree
 
 from tasks.base import TaskError
+from tasks.diffim.fftconv import TiledSpectrum
 
 __all__ = [
     "MatchingKernel",
@@ -114,35 +115,40 @@ class MatchingKernel:
         terms = [np.ones_like(u), u, v][:n_spatial]
         return np.column_stack(terms)
 
-    def convolve(self, image: np.ndarray) -> np.ndarray:
-        """Convolve an image (array coordinates) with the spatially varying kernel.
-
-        The image is transformed once; each spatial kernel costs one product
-        and one inverse transform.
-        """
-        kernels = self.spatial_kernels().astype(np.float32)
-        height, width = image.shape
-        k = kernels.shape[-1]
-        half = k // 2
-        shape = (
-            sp_fft.next_fast_len(height + k - 1, real=True),
-            sp_fft.next_fast_len(width + k - 1, real=True),
-        )
-        spectrum = sp_fft.rfft2(np.asarray(image, dtype=np.float32), shape)
+    def axis_weights(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``u`` along the columns and ``v`` along the rows of a ``height x width`` image."""
         x0, y0, x1, y1 = self.bbox_xy
         u = (2.0 * (np.arange(width) - x0) / max(x1 - x0, 1.0) - 1.0).astype(np.float32)
         v = (2.0 * (np.arange(height) - y0) / max(y1 - y0, 1.0) - 1.0).astype(np.float32)
-        result = np.zeros((height, width), dtype=np.float32)
-        for term, kernel in enumerate(kernels):
-            full = sp_fft.irfft2(spectrum * sp_fft.rfft2(kernel, shape), shape)
-            same = full[half : half + height, half : half + width]
-            if term == 0:
-                result += same
-            elif term == 1:
-                result += same * u[None, :]
-            else:
-                result += same * v[:, None]
-        return result
+        return u, v
+
+    def convolve(self, image: np.ndarray, spectrum: TiledSpectrum | None = None) -> np.ndarray:
+        """Convolve an image (array coordinates) with the spatially varying kernel.
+
+        By linearity the result is ``T ⊗ K_1 + u (T ⊗ K_u) + v (T ⊗ K_v)``
+        (exact): the image is transformed once (tile by tile,
+        `tasks.diffim.fftconv.TiledSpectrum`) and each spatial kernel costs one
+        product and one inverse transform.
+
+        Parameters
+        ----------
+        image : `numpy.ndarray`
+            Finite image.
+        spectrum : `tasks.diffim.fftconv.TiledSpectrum`, optional
+            Tile transforms of ``image`` with a halo of at least half the
+            kernel size (reused when given).
+
+        Returns
+        -------
+        convolved : `numpy.ndarray` (float32)
+        """
+        kernels = self.spatial_kernels().astype(np.float32)
+        height, width = image.shape
+        if spectrum is None:
+            spectrum = TiledSpectrum(image, self.size // 2)
+        u, v = self.axis_weights(width, height)
+        n = len(kernels)
+        return spectrum.convolve_terms(list(kernels), [None, u, None][:n], [None, None, v][:n])
 
     def sum_at(self, x: float, y: float) -> float:
         """Sum of the kernel (the photometric scale) at array position ``(x, y)``."""
@@ -174,6 +180,8 @@ def gaussian_matching_kernel(
 def _basis_convolutions(stamps: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Template stamps convolved with every basis kernel ('valid' region).
 
+    Computed with small FFTs (one per stamp and one per basis kernel).
+
     Parameters
     ----------
     stamps : `numpy.ndarray`
@@ -187,11 +195,15 @@ def _basis_convolutions(stamps: np.ndarray, basis: np.ndarray) -> np.ndarray:
         ``(n, s * s, n_basis)``: one design-matrix column per basis kernel.
     """
     k = basis.shape[-1]
-    windows = np.lib.stride_tricks.sliding_window_view(stamps, (k, k), axis=(1, 2))
-    n, s1, s2 = windows.shape[:3]
-    # convolution = correlation with the flipped kernel
-    flipped = basis[:, ::-1, ::-1].reshape(len(basis), k * k)
-    return (windows.reshape(n * s1 * s2, k * k) @ flipped.T).reshape(n, s1 * s2, len(basis))
+    n, big = stamps.shape[0], stamps.shape[-1]
+    side = big - k + 1
+    size = sp_fft.next_fast_len(big, real=True)
+    stamp_spectra = sp_fft.rfft2(stamps, s=(size, size))
+    basis_spectra = sp_fft.rfft2(basis, s=(size, size))
+    product = stamp_spectra[:, None] * basis_spectra[None, :]
+    full = sp_fft.irfft2(product, s=(size, size), overwrite_x=True)
+    valid = full[:, :, k - 1 : k - 1 + side, k - 1 : k - 1 + side]
+    return valid.reshape(n, len(basis), side * side).transpose(0, 2, 1)
 
 
 def fit_matching_kernel(
@@ -273,7 +285,8 @@ def fit_matching_kernel(
     conv = _basis_convolutions(template[rows[:, :, None], cols[:, None, :]], basis)
     n_stars, n_pix, n_basis = conv.shape
     target = science[inner_rows[:, :, None], inner_cols[:, None, :]].reshape(n_stars, n_pix)
-    var = (science_var + template_var)[inner_rows[:, :, None], inner_cols[:, None, :]]
+    where = (inner_rows[:, :, None], inner_cols[:, None, :])
+    var = science_var[where].astype(np.float64) + template_var[where]
     weight = 1.0 / var.reshape(n_stars, n_pix)
     if neighbours is not None and len(neighbours) and neighbour_radius > 0:
         tree = cKDTree(neighbours)
@@ -300,24 +313,40 @@ def fit_matching_kernel(
     u = 2.0 * cx[index] / max(width - 1, 1) - 1.0
     v = 2.0 * cy[index] / max(height - 1, 1) - 1.0
     spatial = np.column_stack([np.ones(len(index)), u, v])[:, :n_spatial]
-    design = np.empty((n_stars, n_pix, n_basis * n_spatial + 1))
-    design[:, :, :-1] = (conv[:, :, :, None] * spatial[:, None, None, :]).reshape(
-        n_stars, n_pix, -1
-    )
-    design[:, :, -1] = 1.0
+    # The design matrix of star i is [C_i ⊗ s_i, 1] (C_i: its basis
+    # convolutions, s_i: its spatial terms, then the background), so the
+    # normal equations are sums over stars of small per-star products,
+    # computed once; each rejection iteration only re-sums them.
+    sqrt_w = np.sqrt(weight)
+    cw = conv * sqrt_w[:, :, None]
+    gram = np.matmul(cw.transpose(0, 2, 1), cw)  # (n, nb, nb): C^T W C
+    cross = np.einsum("npb,np->nb", cw, sqrt_w)  # C^T W 1
+    total_w = weight.sum(axis=1)  # 1^T W 1
+    proj = np.einsum("npb,np->nb", cw, target * sqrt_w)  # C^T W t
+    proj_bg = np.einsum("np,np->n", weight, target)  # 1^T W t
+    n_par = n_basis * n_spatial + 1
     bbox_xy = (0.0, 0.0, float(width - 1), float(height - 1))
     active = np.ones(n_stars, dtype=bool)
     for _ in range(max(n_iter, 1)):
-        sqrt_w = np.sqrt(weight[active]).reshape(-1, 1)
-        d = design[active].reshape(-1, design.shape[-1]) * sqrt_w
-        normal = d.T @ d
-        rhs = d.T @ (target[active].reshape(-1, 1) * sqrt_w)[:, 0]
+        sa = spatial[active]
+        normal = np.empty((n_par, n_par))
+        normal[:-1, :-1] = np.einsum("ibc,is,it->bsct", gram[active], sa, sa).reshape(
+            n_par - 1, n_par - 1
+        )
+        normal[:-1, -1] = np.einsum("ib,is->bs", cross[active], sa).ravel()
+        normal[-1, :-1] = normal[:-1, -1]
+        normal[-1, -1] = total_w[active].sum()
+        rhs = np.empty(n_par)
+        rhs[:-1] = np.einsum("ib,is->bs", proj[active], sa).ravel()
+        rhs[-1] = proj_bg[active].sum()
         scale = np.sqrt(np.diag(normal)) + 1e-30
         solution = (
             np.linalg.lstsq(normal / scale[:, None] / scale[None, :], rhs / scale, rcond=1e-12)[0]
             / scale
         )
-        resid = target - design @ solution
+        # per-star kernel coefficients a_i = A s_i; residuals t_i - C_i a_i - b
+        per_star = spatial @ solution[:-1].reshape(n_basis, n_spatial).T
+        resid = target - np.einsum("npb,nb->np", conv, per_star) - solution[-1]
         chi2 = np.sum(resid * resid * weight, axis=1) / n_pix
         median = np.median(chi2[active])
         mad = 1.4826 * np.median(np.abs(chi2[active] - median))

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PsfFluxes", "extract_stamps", "psf_fluxes", "mask_bits_near", "subtract_psf_models"]
+from tasks.diffim.pixel_loops import add_stamps
+
+__all__ = [
+    "PsfFluxes",
+    "extract_stamps",
+    "mask_bits_near",
+    "psf_fluxes",
+    "psf_model_stamps",
+    "subtract_psf_models",
+]
 
 PsfImages = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``(x, y) -> (n, k, k)`` PSF images centred at the sub-pixel offsets of (x, y)."""
@@ -164,26 +173,44 @@ def mask_bits_near(
     return out
 
 
+def psf_model_stamps(
+    psf_images: PsfImages, x: np.ndarray, y: np.ndarray, flux: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PSF models of sources as stamps and their corners (array coordinates).
+
+    Sources with a non-finite flux or position are left out.
+
+    Returns
+    -------
+    stamps : `numpy.ndarray`
+        ``(n, k, k)`` models, ``flux`` times the PSF image at ``(x, y)``.
+    x0, y0 : `numpy.ndarray` of int
+        Array position of each stamp's first column and row.
+    """
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    flux = np.asarray(flux, dtype=float)
+    ok = np.isfinite(flux) & np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return np.zeros((0, 1, 1)), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    x, y, flux = x[ok], y[ok], flux[ok]
+    stamps = psf_images(x, y) * flux[:, None, None]
+    half = stamps.shape[-1] // 2
+    x0 = np.floor(x + 0.5).astype(np.int64) - half
+    y0 = np.floor(y + 0.5).astype(np.int64) - half
+    return stamps, x0, y0
+
+
 def subtract_psf_models(
     image: np.ndarray, psf_images: PsfImages, x: np.ndarray, y: np.ndarray, flux: np.ndarray
 ) -> np.ndarray:
     """Return ``image`` minus PSF models of the given sources (array coordinates).
 
-    Sources with a non-finite flux are skipped.
+    Sources with a non-finite flux are skipped.  The result is a float32 copy;
+    only the pixels under the models are visited.
     """
-    out = np.array(image, dtype=np.float64)
-    ok = np.isfinite(flux) & np.isfinite(x) & np.isfinite(y)
-    if not ok.any():
-        return out
-    x, y, flux = x[ok], y[ok], flux[ok]
-    stamps = psf_images(x, y) * flux[:, None, None]
-    k = stamps.shape[-1]
-    half = k // 2
-    height, width = out.shape
-    offsets = np.arange(-half, half + 1)
-    rows = np.floor(y + 0.5).astype(np.int64)[:, None] + offsets[None, :]
-    cols = np.floor(x + 0.5).astype(np.int64)[:, None] + offsets[None, :]
-    valid = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    flat = (rows * width)[:, :, None] + cols[:, None, :]
-    model = np.bincount(flat[valid], weights=stamps[valid], minlength=height * width)
-    return out - model.reshape(height, width)
+    out = np.array(image, dtype=np.float32)
+    stamps, x0, y0 = psf_model_stamps(psf_images, x, y, flux)
+    if len(stamps):
+        add_stamps(out, stamps.astype(np.float32), x0, y0, np.float32(-1.0))
+    return out

@@ -13,9 +13,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, signal
 
-__all__ = ["Peaks", "psf_filter", "find_peaks", "refine_centroids"]
+from tasks.diffim.fftconv import TiledSpectrum
+from tasks.diffim.pixel_loops import find_peaks_sparse, prepare_planes, significance
+
+__all__ = [
+    "FilteredImage",
+    "Peaks",
+    "filter_image",
+    "find_peaks",
+    "psf_filter",
+    "refine_centroids",
+]
 
 
 @dataclass
@@ -66,9 +75,87 @@ class Peaks:
         )
 
 
-def _convolve(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    # overlap-add FFT convolution: O(N log k) and the same size as the input
-    return signal.oaconvolve(image, kernel, mode="same")
+@dataclass
+class FilteredImage:
+    """An image correlated with its PSF, and what detection and later passes reuse.
+
+    Attributes
+    ----------
+    filtered : `numpy.ndarray` (float32)
+        ``sum(P * image)`` around each pixel (unusable pixels taken as 0).
+    snr : `numpy.ndarray` (float32)
+        ``filtered / sqrt(filtered_variance)``; 0 where no pixel is usable.
+    filtered_variance : `numpy.ndarray` (float32)
+        ``sum(P**2 * variance)``.
+    inverse_sigma : `numpy.ndarray` (float32)
+        ``1 / sqrt(filtered_variance)`` where ``snr`` is defined, else 0: the
+        significance of any other filtered image with the same noise is
+        ``filtered * inverse_sigma``.
+    unusable : `numpy.ndarray` of bool
+        Pixels ignored (bad, non-finite, or without a positive variance).
+    kernel : `numpy.ndarray`
+        The PSF kernel (sum 1) the image was correlated with.
+    """
+
+    filtered: np.ndarray
+    snr: np.ndarray
+    filtered_variance: np.ndarray
+    inverse_sigma: np.ndarray
+    unusable: np.ndarray
+    kernel: np.ndarray
+
+
+def filter_image(
+    image: np.ndarray,
+    variance: np.ndarray,
+    kernel: np.ndarray,
+    bad: np.ndarray | None = None,
+    *,
+    filtered_variance: np.ndarray | None = None,
+    spectrum: TiledSpectrum | None = None,
+    mask: np.ndarray | None = None,
+    mask_bits: int = 0,
+) -> FilteredImage:
+    """Correlate an image with its PSF: filtered image, variance and significance.
+
+    Parameters
+    ----------
+    image, variance : `numpy.ndarray`
+        Image and its per-pixel variance.
+    kernel : `numpy.ndarray`
+        PSF kernel image (odd square; normalised to sum 1 here).
+    bad : `numpy.ndarray` of bool, optional
+        Pixels to ignore (NO_DATA and the like); non-finite pixels are ignored too.
+    filtered_variance : `numpy.ndarray`, optional
+        ``sum(P**2 * variance)`` from an earlier call with the same variance,
+        kernel and bad pixels (saves one convolution).
+    spectrum : `tasks.diffim.fftconv.TiledSpectrum`, optional
+        Tile transforms of the image with its unusable pixels already zero
+        (saves the forward transform when the caller has it).
+    mask : `numpy.ndarray`, optional
+        Mask plane: pixels with any of ``mask_bits`` set are ignored too.
+    mask_bits : `int`, optional
+        See ``mask``.
+
+    Returns
+    -------
+    result : `FilteredImage`
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    kernel = kernel / kernel.sum()
+    flipped = kernel[::-1, ::-1]  # correlation = convolution with the flipped kernel
+    img, var, unusable = prepare_planes(image, variance, bad, mask, mask_bits)
+    halo = kernel.shape[0] // 2
+    if spectrum is None:
+        spectrum = TiledSpectrum(img, halo)
+    filtered = spectrum.convolve(flipped.astype(np.float32))
+    if filtered_variance is None:
+        filtered_variance = TiledSpectrum(var, halo).convolve((flipped**2).astype(np.float32))
+    # FFT round-off leaves tiny non-zero variances where everything is masked
+    sample = var[::7, ::7][~unusable[::7, ::7]]
+    floor = 1e-6 * float(np.median(sample)) * float((kernel**2).sum()) if sample.size else 0.0
+    snr, inverse_sigma = significance(filtered, filtered_variance, floor, unusable)
+    return FilteredImage(filtered, snr, filtered_variance, inverse_sigma, unusable, kernel)
 
 
 def psf_filter(
@@ -105,30 +192,10 @@ def psf_filter(
     filtered_variance : `numpy.ndarray` (float32)
         Only with ``return_variance``.
     """
-    kernel = np.asarray(kernel, dtype=np.float64)
-    kernel = kernel / kernel.sum()
-    unusable = ~(np.isfinite(image) & np.isfinite(variance) & (variance > 0))
-    if bad is not None:
-        unusable |= bad
-    img = np.where(unusable, np.float32(0.0), image).astype(np.float32, copy=False)
-    flipped = kernel[::-1, ::-1]  # correlation = convolution with the flipped kernel
-    filtered = _convolve(img, flipped.astype(np.float32)).astype(np.float32, copy=False)
-    if filtered_variance is None:
-        var = np.where(unusable, np.float32(0.0), variance).astype(np.float32, copy=False)
-        filtered_variance = _convolve(var, (flipped**2).astype(np.float32)).astype(
-            np.float32, copy=False
-        )
-    # FFT round-off leaves tiny non-zero variances where everything is masked
-    sample = variance[::7, ::7][~unusable[::7, ::7]]
-    floor = 1e-6 * float(np.median(sample)) * float((kernel**2).sum()) if sample.size else 0.0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        snr = np.where(
-            filtered_variance > floor, filtered / np.sqrt(filtered_variance), np.float32(0.0)
-        ).astype(np.float32, copy=False)
-    snr[unusable] = 0.0
+    result = filter_image(image, variance, kernel, bad, filtered_variance=filtered_variance)
     if return_variance:
-        return filtered, snr, filtered_variance
-    return filtered, snr
+        return result.filtered, result.snr, result.filtered_variance
+    return result.filtered, result.snr
 
 
 def find_peaks(
@@ -140,6 +207,11 @@ def find_peaks(
     polarity: str = "both",
 ) -> Peaks:
     """Find footprints above ``threshold`` and the peaks inside them.
+
+    Footprints are 8-connected sets of pixels with ``|snr| >= threshold`` (one
+    set per polarity); a peak is a footprint pixel that no pixel within
+    ``min_separation`` exceeds.  Only the pixels above the threshold are
+    visited (`tasks.diffim.pixel_loops.find_peaks_sparse`).
 
     Parameters
     ----------
@@ -162,26 +234,14 @@ def find_peaks(
     if polarity not in ("both", "positive", "negative"):
         raise ValueError(f"polarity must be both, positive or negative, not {polarity!r}")
     signs = {"both": (1, -1), "positive": (1,), "negative": (-1,)}[polarity]
-    size = 2 * int(min_separation) + 1
-    structure = np.ones((3, 3), dtype=bool)
+    height, width = snr.shape
     parts = []
     n_footprints = 0
-    height, width = snr.shape
-    for sign in signs:
-        signed = snr if sign > 0 else -snr
-        above = signed >= threshold
-        labels, n = ndimage.label(above, structure=structure)
+    found = find_peaks_sparse(snr, threshold, int(min_separation), signs)
+    for sign, (iy, ix, lab, boxes, n) in zip(signs, found, strict=True):
         if n == 0:
             continue
-        local_max = ndimage.maximum_filter(signed, size=size, mode="nearest")
-        is_peak = above & (signed == local_max)
-        iy, ix = np.nonzero(is_peak)
-        lab = labels[iy, ix]
-        slices = ndimage.find_objects(labels)
-        boxes = np.array(
-            [(s[1].start, s[0].start, s[1].stop - 1, s[0].stop - 1) for s in slices], dtype=np.int64
-        )
-        box = boxes[lab - 1]
+        box = boxes[lab].copy()
         box[:, 0] = np.maximum(box[:, 0] - grow, 0)
         box[:, 1] = np.maximum(box[:, 1] - grow, 0)
         box[:, 2] = np.minimum(box[:, 2] + grow, width - 1)
@@ -192,7 +252,7 @@ def find_peaks(
                 iy.astype(np.int64),
                 snr[iy, ix].astype(np.float64),
                 np.full(len(ix), sign, dtype=np.int8),
-                (lab + n_footprints).astype(np.int64),
+                (lab + 1 + n_footprints).astype(np.int64),
                 box,
             )
         )
@@ -241,7 +301,9 @@ def refine_centroids(filtered: np.ndarray, peaks: Peaks) -> tuple[np.ndarray, np
         result = np.where(positive, log_fit, lin_fit)
         return np.clip(np.nan_to_num(result), -1.0, 1.0)
 
-    f = filtered.astype(np.float64)
-    dx = offset(f[iy, ix - 1], f[iy, ix], f[iy, ix + 1])
-    dy = offset(f[iy - 1, ix], f[iy, ix], f[iy + 1, ix])
+    def f(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return filtered[rows, cols].astype(np.float64)
+
+    dx = offset(f(iy, ix - 1), f(iy, ix), f(iy, ix + 1))
+    dy = offset(f(iy - 1, ix), f(iy, ix), f(iy + 1, ix))
     return ix + dx, iy + dy

@@ -15,9 +15,9 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from scipy import ndimage, signal
 
 from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.diffim.fftconv import TiledSpectrum
 from tasks.diffim.kernel import (
     KernelFitError,
     MatchingKernel,
@@ -25,7 +25,13 @@ from tasks.diffim.kernel import (
     fit_matching_kernel,
     gaussian_matching_kernel,
 )
-from tasks.diffim.peaks import find_peaks, psf_filter
+from tasks.diffim.peaks import filter_image, find_peaks
+from tasks.diffim.pixel_loops import dilate_box
+from tasks.diffim.plane_loops import (
+    assemble_difference,
+    prepare_template,
+    science_on_template_grid,
+)
 from tasks.images import Exposure, MaskPlane
 
 __all__ = ["SubtractImagesConfig", "SubtractImagesTask"]
@@ -77,6 +83,17 @@ class SubtractImagesConfig(TaskConfig):
     )
 
 
+def _is_flat(variance: np.ndarray, missing: np.ndarray, level: float) -> bool:
+    """Whether the variance equals ``level`` (relative 1e-5) on every pixel not missing.
+
+    Checked on a sparse sample first: a varying plane is usually rejected there.
+    """
+    sample = variance[::7, ::7][~missing[::7, ::7]]
+    if not np.allclose(sample, level, rtol=1e-5, atol=0.0):
+        return False
+    return bool(np.allclose(variance[~missing], level, rtol=1e-5, atol=0.0))
+
+
 def _bits(names: list[str]) -> int:
     bits = 0
     for name in names:
@@ -120,25 +137,28 @@ class SubtractImagesTask(Task):
         scale = 1.0
         if template.photo_calib is not None and science.photo_calib is not None:
             scale = template.photo_calib.calibration_mean / science.photo_calib.calibration_mean
-        t_img = template.image.astype(np.float32) * np.float32(scale)
-        t_var = template.variance.astype(np.float32) * np.float32(scale**2)
-        t_missing = ~np.isfinite(t_img) | ((template.mask & int(MaskPlane.NO_DATA)) != 0)
-        t_img[t_missing] = 0.0
-        t_var[~np.isfinite(t_var) | t_missing] = 0.0
-        # science on the template's grid (zero outside the science box)
-        sci_img = np.zeros(template.bbox.shape, dtype=np.float32)
-        sci_var = np.full(template.bbox.shape, np.inf, dtype=np.float32)
-        sci_bad = np.ones(template.bbox.shape, dtype=bool)
+        no_data = int(MaskPlane.NO_DATA)
+        t_img, t_var, t_missing, n_unusable = prepare_template(
+            template.image, template.variance, template.mask, no_data, scale
+        )
         inner = template.bbox.slices(science.bbox)
-        sci_img[inner] = science.image
-        sci_var[inner] = science.variance
-        sci_bad[inner] = ((science.mask & bad_bits) != 0) | ~np.isfinite(science.image)
-        sci_img[~np.isfinite(sci_img)] = 0.0
+        offset = (inner[0].start, inner[1].start)
 
         cx, cy = science.bbox.center
         sigma_s = float(science.psf.sigma(cx, cy))
         sigma_t = float(template.psf.sigma(cx, cy))
         half = max(3, int(np.ceil(self.config.kernelSizeSigma * sigma_s)))
+        psf_kernel = template.psf.compute_kernel_image(*template.bbox.center)
+        # one forward transform of the template (missing pixels zeroed; so is
+        # their variance) serves the star finding (PSF filter) and the
+        # convolution with the matching kernel
+        halo = max(half, psf_kernel.shape[0] // 2)
+        with self.timer("transform"):
+            spectrum = TiledSpectrum(t_img, halo)
+            level = float(np.median(t_var[::7, ::7]))
+            flat_var = _is_flat(t_var, t_missing, level)
+            # flat template variance (a coadd): its convolutions are products
+            var_spectrum = None if flat_var else TiledSpectrum(t_var, halo)
         mode = self.config.mode
         kernel: MatchingKernel | None = None
         n_stars = 0
@@ -146,16 +166,24 @@ class SubtractImagesTask(Task):
             with self.timer("fitKernel"):
                 try:
                     kernel, n_stars = self._fit(
-                        template,
                         t_img,
                         t_var,
                         t_missing,
-                        sci_img,
-                        sci_var,
-                        sci_bad,
+                        science_on_template_grid(
+                            science.image,
+                            science.variance,
+                            science.mask,
+                            bad_bits,
+                            t_missing,
+                            offset,
+                        ),
+                        n_unusable == 0,
                         sigma_s,
                         sigma_t,
                         half,
+                        psf_kernel,
+                        spectrum,
+                        level if flat_var else None,
                     )
                 except KernelFitError as exc:
                     self.log.warning("kernel fit failed (%s); using the Gaussian kernel", exc)
@@ -163,36 +191,40 @@ class SubtractImagesTask(Task):
         if kernel is None:
             kernel = gaussian_matching_kernel(sigma_s, sigma_t, half, template.bbox.shape)
         with self.timer("convolve"):
-            matched = kernel.convolve(t_img) + kernel.background
+            if kernel.size // 2 > halo:
+                spectrum = TiledSpectrum(t_img, kernel.size // 2)
+            matched = kernel.convolve(t_img, spectrum)
+            matched += np.float32(kernel.background)
             k0 = kernel.spatial_kernels()[0]
             k2 = (k0 * k0).astype(np.float32)
-            level = float(np.median(t_var[::7, ::7]))
-            if np.allclose(t_var[~t_missing], level, rtol=1e-5, atol=0.0):
-                # flat template variance (a coadd): the convolution is a product
-                matched_var = np.where(t_missing, 0.0, level * float(k2.sum()))
+            if var_spectrum is None:
+                matched_var = np.where(t_missing, np.float32(0.0), np.float32(level * k2.sum()))
+            elif kernel.size // 2 > halo:
+                matched_var = TiledSpectrum(t_var, kernel.size // 2).convolve(k2)
             else:
-                matched_var = signal.oaconvolve(t_var, k2, mode="same")
+                matched_var = var_spectrum.convolve(k2)
             if t_missing.any():
-                grown_missing = ndimage.maximum_filter(t_missing, size=kernel.size + 2)
+                grown_missing = dilate_box(t_missing, (kernel.size + 1) // 2)
             else:
                 grown_missing = t_missing
-        m_img = matched[inner]
-        m_var = np.clip(matched_var[inner], 0.0, None)
-        m_missing = grown_missing[inner]
-        diff = (science.image - m_img).astype(np.float32)
-        diff_var = (science.variance + m_var).astype(np.float32)
-        mask = science.mask.copy()
-        mask[m_missing] |= np.uint32(MaskPlane.NO_DATA)
+        diff, diff_var, mask, m_img, m_var, m_mask = assemble_difference(
+            science.image,
+            science.variance,
+            science.mask,
+            matched,
+            matched_var,
+            grown_missing,
+            offset,
+            no_data,
+        )
         # Saturated stars cannot be subtracted exactly beyond their SAT pixels
         # either (their PSF wings carry more flux than the kernel fit ever saw):
         # flag the halo SUSPECT so detections there carry pixelFlags_suspect.
         saturated = (mask & np.uint32(MaskPlane.SAT)) != 0
         if saturated.any() and self.config.saturatedHaloSigma > 0:
             radius = int(np.ceil(self.config.saturatedHaloSigma * sigma_s))
-            halo = ndimage.maximum_filter(saturated, size=2 * radius + 1)
-            mask[halo & ~saturated] |= np.uint32(MaskPlane.SUSPECT)
-        diff[m_missing] = np.nan
-        diff_var[m_missing] = np.nan
+            sat_halo = dilate_box(saturated, radius)
+            mask[sat_halo & ~saturated] |= np.uint32(MaskPlane.SUSPECT)
         common = {
             "wcs": science.wcs,
             "bbox": science.bbox,
@@ -203,12 +235,7 @@ class SubtractImagesTask(Task):
             "band": science.band,
         }
         difference = Exposure(diff, mask, diff_var, **common)
-        matched_exp = Exposure(
-            np.where(m_missing, np.nan, m_img).astype(np.float32),
-            np.where(m_missing, np.uint32(MaskPlane.NO_DATA), np.uint32(0)).astype(np.uint32),
-            np.where(m_missing, np.nan, m_var).astype(np.float32),
-            **common,
-        )
+        matched_exp = Exposure(m_img, m_mask, m_var, **common)
         ix, iy = cx - template.bbox.x0, cy - template.bbox.y0
         kernel_sum = kernel.sum_at(ix, iy)
         self.metadata.update({"kernelMode": mode, "nKernelStars": n_stars, "kernelSum": kernel_sum})
@@ -223,46 +250,57 @@ class SubtractImagesTask(Task):
 
     def _fit(
         self,
-        template: Exposure,
         t_img: np.ndarray,
         t_var: np.ndarray,
         t_missing: np.ndarray,
-        sci_img: np.ndarray,
-        sci_var: np.ndarray,
-        sci_bad: np.ndarray,
+        science_planes: tuple[np.ndarray, np.ndarray, np.ndarray],
+        reuse_spectrum: bool,
         sigma_s: float,
         sigma_t: float,
         half: int,
+        psf_kernel: np.ndarray,
+        spectrum: TiledSpectrum,
+        flat_level: float | None,
     ) -> tuple[MatchingKernel, int]:
         cfg = self.config
+        sci_img, sci_var, usable = science_planes
         width = np.sqrt(max(sigma_s**2 - sigma_t**2, 0.25))
         sigmas = tuple(max(f * width, 0.5) for f in cfg.basisSigmaFactors)
         basis = alard_lupton_basis(half, sigmas, cfg.basisDegrees)
         stamp_half = max(3, int(np.ceil(cfg.stampSizeSigma * sigma_s)))
-        # stars: peaks of the template, bright, with clean pixels around
-        cx, cy = template.bbox.center
-        psf_kernel = template.psf.compute_kernel_image(cx, cy)
-        t_var_safe = np.where(t_missing, np.inf, np.where(t_var > 0, t_var, np.inf))
-        filtered_var = None
-        level = float(np.median(t_var[::7, ::7]))
-        if np.allclose(t_var[~t_missing], level, rtol=1e-5, atol=0.0):
-            # flat coadd variance: no convolution needed (S/N slightly low near holes)
-            filtered_var = np.full(t_var.shape, level * float((psf_kernel**2).sum()), np.float32)
-        _, snr = psf_filter(
-            t_img, t_var_safe, psf_kernel, bad=t_missing, filtered_variance=filtered_var
-        )
-        peaks = find_peaks(snr, cfg.starMinSnr, min_separation=2, polarity="positive")
+        # stars: peaks of the PSF-filtered template, bright, with clean pixels around
+        kernel = psf_kernel / psf_kernel.sum()
+        sum_p2 = float((kernel**2).sum())
+        if flat_level is not None:
+            # flat coadd variance: the filtered variance is a constant
+            filtered_var = np.full(t_var.shape, flat_level * sum_p2, np.float32)
+        else:
+            # V * sum(P**2): exact where the variance is flat over a PSF, and
+            # the star selection only needs an S/N ranking
+            filtered_var = t_var * np.float32(sum_p2)
+        # the shared transform is of the template with its missing pixels zeroed,
+        # which is what the filter needs unless some variance is not positive
+        snr = filter_image(
+            t_img,
+            t_var,
+            kernel,
+            bad=t_missing,
+            filtered_variance=filtered_var,
+            spectrum=spectrum if reuse_spectrum else None,
+        ).snr
+        # Neighbours do not disqualify a star: the pixels of other template
+        # sources (peaks above 5 sigma; discs of `neighbourRadius` PSF sigmas)
+        # get zero weight in its stamp, and stars that still do not fit are
+        # clipped.  Brightest first.  A peak does not depend on the threshold,
+        # so the kernel stars are the neighbours above `starMinSnr`.
+        all_peaks = find_peaks(snr, min(5.0, cfg.starMinSnr), min_separation=2, polarity="positive")
+        peaks = all_peaks.select(all_peaks.snr >= np.float32(cfg.starMinSnr))
         if len(peaks) == 0:
             raise KernelFitError("no star above the template S/N threshold")
-        # Neighbours do not disqualify a star: the pixels of other template
-        # sources (discs of `neighbourRadius` PSF sigmas) get zero weight in its
-        # stamp, and stars that still do not fit are clipped.  Brightest first.
-        all_peaks = find_peaks(snr, 5.0, min_separation=2, polarity="positive")
         chosen = np.arange(min(len(peaks), cfg.maxStars))
-        usable = ~(t_missing | sci_bad | ~np.isfinite(sci_var))
         kernel, used = fit_matching_kernel(
             sci_img,
-            np.where(np.isfinite(sci_var), sci_var, 1e30),
+            sci_var,
             t_img,
             t_var,
             usable,
