@@ -40,9 +40,11 @@ def _accumulate(
 
 
 @numba.njit(cache=True, nogil=True)
-def _finish(num, den, count, mask_out, no_data_bit, image, variance):  # pragma: no cover
-    height, width = num.shape
-    for i in range(height):
+def _finish(
+    num, den, count, mask_out, no_data_bit, image, variance, row0, row1
+):  # pragma: no cover
+    width = num.shape[1]
+    for i in range(row0, row1):
         for j in range(width):
             if den[i, j] > 0.0:
                 image[i, j] = num[i, j] / den[i, j]
@@ -117,9 +119,8 @@ class Mosaic:
         """
         image = np.empty(self._num.shape, dtype=np.float32)
         variance = np.empty(self._num.shape, dtype=np.float32)
-        _finish(
-            self._num, self._den, self._count, self.mask, np.uint32(no_data_bit), image, variance
-        )
+        planes = (self._num, self._den, self._count, self.mask, np.uint32(no_data_bit))
+        run_in_chunks(lambda a, b: _finish(*planes, image, variance, a, b), image.shape[0])
         return image, variance, self.mask
 
     @property
