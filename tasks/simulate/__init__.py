@@ -9,18 +9,28 @@ Public API::
     from tasks.simulate import make_exposure_with_sources
     exposure, sources = make_exposure_with_sources(size=(256, 256), n_sources=50, seed=3)
 
-Lower level: `render_sources` (noiseless PSF stamps), `render_exposure`
-(noise, defects, metadata), `plan_visits`, `sed_dcr_shift`.
+Lower level: `render_sources` (noiseless PSF stamps, optionally each source
+spread along the zenith as `DcrComponents`), `render_exposure` (noise, defects,
+metadata), `plan_visits`, `sed_dcr_shift` (a source's mean DCR shift),
+`sed_dcr_components` (its light split into sub-band components) and
+`source_dcr_components` (the components the survey draws on a visit/detector).
 """
 
+from tasks.simulate.chromatic import DcrComponents
 from tasks.simulate.config import SimulationConfig
 from tasks.simulate.observing import plan_visits
 from tasks.simulate.quick import make_exposure_with_sources, make_visit_info
-from tasks.simulate.refraction import differential_refraction, refraction, sed_dcr_shift
+from tasks.simulate.refraction import (
+    differential_refraction,
+    refraction,
+    sed_dcr_components,
+    sed_dcr_shift,
+)
 from tasks.simulate.render import add_noise, render_exposure, render_sources
-from tasks.simulate.survey import simulate_survey
+from tasks.simulate.survey import simulate_survey, source_dcr_components
 
 __all__ = [
+    "DcrComponents",
     "SimulationConfig",
     "add_noise",
     "differential_refraction",
@@ -30,6 +40,8 @@ __all__ = [
     "refraction",
     "render_exposure",
     "render_sources",
+    "sed_dcr_components",
     "sed_dcr_shift",
     "simulate_survey",
+    "source_dcr_components",
 ]

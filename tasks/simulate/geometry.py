@@ -26,7 +26,7 @@ __all__ = [
     "make_skymap",
 ]
 
-STREAMS = {"plan": 0, "objects": 1, "ssp": 2, "coadds": 3, "psf": 4, "noise": 100}
+STREAMS = {"plan": 0, "objects": 1, "ssp": 2, "coadds": 3, "psf": 4, "noise": 100, "defects": 101}
 """Independent random streams, so changing one part never changes the draws of another."""
 
 

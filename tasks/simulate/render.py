@@ -222,6 +222,7 @@ def render_exposure(
     band: str | None = None,
     dtype: type = np.float32,
     components: DcrComponents | None = None,
+    defect_rng: np.random.Generator | None = None,
 ) -> Struct:
     """Render a noisy single-visit exposure of point sources with known truth.
 
@@ -238,7 +239,7 @@ def render_exposure(
     sky, read_noise : `float`
         Sky level (counts per pixel, subtracted) and read noise (counts).
     rng : `numpy.random.Generator`
-        Source of randomness.
+        Source of randomness (noise, and defects unless ``defect_rng`` is given).
     saturation : `float`, optional
         Pixels at or above this (sky-subtracted counts) are clipped and flagged SAT.
     n_bad_columns, n_cosmic_rays : `int`, optional
@@ -250,6 +251,9 @@ def render_exposure(
     components : `DcrComponents`, optional
         DCR components of each source (see `render_sources`); ``x, y`` are
         then the sources' flux-weighted mean positions.
+    defect_rng : `numpy.random.Generator`, optional
+        Source of the bad columns and cosmic rays, so that they do not move
+        when the sources (and so the number of draws the noise takes) change.
 
     Returns
     -------
@@ -262,7 +266,14 @@ def render_exposure(
     model = render_sources(bbox, psf, x, y, counts, components=components)
     image, variance = add_noise(model, sky, read_noise, rng)
     mask = np.zeros(bbox.shape, dtype=MASK_DTYPE)
-    defects = add_defects(image, mask, rng, saturation, n_bad_columns, n_cosmic_rays)
+    defects = add_defects(
+        image,
+        mask,
+        rng if defect_rng is None else defect_rng,
+        saturation,
+        n_bad_columns,
+        n_cosmic_rays,
+    )
     x = np.atleast_1d(np.asarray(x, dtype=float))
     y = np.atleast_1d(np.asarray(y, dtype=float))
     inside = np.asarray(bbox.contains(x, y))

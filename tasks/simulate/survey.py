@@ -4,8 +4,9 @@
 visit/detector and the coadds, and writes exposures, coadds, isolated-star
 catalogs, Solar System predictions, the visit table and truth tables.
 Randomness is split by purpose with `numpy.random.SeedSequence`, and each
-exposure's noise is seeded by ``(seed, visit, detector)``, so the same
-config always gives the same files.
+exposure's noise and its defects (bad columns, cosmic rays) are seeded by
+``(seed, visit, detector)`` in streams of their own, so the same config
+always gives the same files and the defects stay put when the sources change.
 """
 
 from __future__ import annotations
@@ -290,6 +291,7 @@ def simulate_survey(
                 sky=sky,
                 read_noise=config.read_noise,
                 rng=seeded_rng(config, STREAMS["noise"], info.visit_id, det),
+                defect_rng=seeded_rng(config, STREAMS["defects"], info.visit_id, det),
                 saturation=config.saturation,
                 n_bad_columns=config.n_bad_columns,
                 n_cosmic_rays=config.n_cosmic_rays,
