@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from tasks.data_layout import DataLayout
 from tasks.dcr import CoaddRef, GetDcrTemplateTask
 from tasks.diffim import DetectAndMeasureTask, SubtractImagesTask
 from tasks.diffim.evaluate import score_detections
@@ -29,13 +31,29 @@ from tasks.simulate.sources import mean_fluxes
 from tasks.simulate.survey import simulate_survey
 
 
-def process(seed: int, n_visits: int, root: Path, verbose: bool) -> list[dict]:
-    """Simulate one survey and score every visit; return one row per visit."""
-    config = SimulationConfig.tiny(n_visits=n_visits, bands=["g", "r"], seed=seed)
-    truth = simulate_survey(config, root)
-    layout = truth.layout
+def _tasks(overrides: list[str]) -> tuple[SubtractImagesTask, DetectAndMeasureTask]:
+    """Tasks with ``subtract.FIELD=VALUE`` / ``detect.FIELD=VALUE`` config overrides."""
+    subtract, detect = SubtractImagesTask(), DetectAndMeasureTask()
+    for item in overrides:
+        key, value = item.split("=", 1)
+        which, field = key.split(".", 1)
+        task = {"subtract": subtract, "detect": detect}[which]
+        setattr(task.config, field, yaml.safe_load(value))
+    return subtract, detect
+
+
+def process(
+    seed: int, n_visits: int, root: Path, verbose: bool, overrides: list[str]
+) -> list[dict]:
+    """Simulate one survey (unless already under ``root``) and score every visit."""
+    if not (root / "visits.parquet").exists():
+        config = SimulationConfig.tiny(n_visits=n_visits, bands=["g", "r"], seed=seed)
+        simulate_survey(config, root)
+    layout = DataLayout(root)
+    truth_sources = layout.read_truth_sources()
     skymap = layout.read_skymap()
-    objects = truth.objects.set_index("objectId")
+    objects = layout.read_truth_objects().set_index("objectId")
+    subtract, detect = _tasks(overrides)
     rows = []
     for visit in layout.visits():
         exposure = layout.read_exposure(visit, 0)
@@ -48,12 +66,17 @@ def process(seed: int, n_visits: int, root: Path, verbose: bool) -> list[dict]:
                 data_id = {"tract": tract, "patch": patch, "subfilter": k}
                 loader = functools.partial(layout.read_exposure_file, path)
                 refs.append(CoaddRef(data_id, pinfo.outer_bbox, pinfo.wcs, loader))
-        template = (
-            GetDcrTemplateTask().make_template(refs, exposure.bbox, exposure.wcs, info).template
-        )
-        sub = SubtractImagesTask().run(template, exposure)
-        dia = DetectAndMeasureTask().run(sub.difference, exposure).diaSources
-        src = truth.sources[(truth.sources.visit == visit) & (truth.sources.detector == 0)]
+        cached = root / f"template_{visit}.fits"
+        if cached.exists():
+            template = layout.read_exposure_file(cached)
+        else:
+            template = (
+                GetDcrTemplateTask().make_template(refs, exposure.bbox, exposure.wcs, info).template
+            )
+            layout.write_exposure_file(template, cached)
+        sub = subtract.run(template, exposure)
+        dia = detect.run(sub.difference, exposure).diaSources
+        src = truth_sources[(truth_sources.visit == visit) & (truth_sources.detector == 0)]
         index = objects.index.get_indexer(src["objectId"])
         template_flux = mean_fluxes(objects.reset_index(), info.band)[index]
         score = score_detections(dia, sub.difference, src, template_flux)
@@ -100,11 +123,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2, 3])
     parser.add_argument("--visits", type=int, default=4)
     parser.add_argument("--verbose", action="store_true", help="list spurious and missed")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep the simulated surveys and their templates here (reused when present; "
+        "delete after changing the simulator or the template code)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override, e.g. subtract.spatialOrder=0 or detect.threshold=5.5",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        base = args.cache or Path(tmp)
         for seed in args.seeds:
-            rows += process(seed, args.visits, Path(tmp) / f"seed{seed}", args.verbose)
+            root = base / f"seed{seed}_v{args.visits}"
+            rows += process(seed, args.visits, root, args.verbose, args.overrides)
             for row in rows[-args.visits :]:
                 print({k: v for k, v in row.items() if not k.startswith("_")})
     table = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])

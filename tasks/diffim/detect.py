@@ -28,6 +28,7 @@ from scipy.spatial import cKDTree
 from tasks.base import Struct, Task, TaskConfig, TaskError
 from tasks.diffim.measure import (
     extract_stamps,
+    mask_all_near,
     mask_bits_near,
     psf_fluxes,
     psf_model_stamps,
@@ -35,6 +36,13 @@ from tasks.diffim.measure import (
 )
 from tasks.diffim.peaks import FilteredImage, Peaks, filter_image, find_peaks, refine_centroids
 from tasks.diffim.pixel_loops import add_stamps
+from tasks.diffim.systematics import (
+    RegistrationNoise,
+    corrected_significance,
+    estimate_registration_noise,
+    filtered_with_gradients,
+    flux_change_significance,
+)
 from tasks.ids import make_ids
 from tasks.images import Exposure, MaskPlane
 
@@ -50,6 +58,17 @@ PIXEL_FLAGS = {
     "pixelFlags_suspect": MaskPlane.SUSPECT,
 }
 """Footprint pixel flags (DiaSource columns) and the mask planes that set them."""
+
+_CENTER_ALL_PLANES = {
+    "bad": MaskPlane.BAD,
+    "cr": MaskPlane.CR,
+    "edge": MaskPlane.EDGE | MaskPlane.NO_DATA,
+    "nodata": MaskPlane.NO_DATA,
+    "interpolated": MaskPlane.INTRP,
+    "saturated": MaskPlane.SAT,
+    "suspect": MaskPlane.SUSPECT,
+}
+"""Planes of the ``pixelFlags_{name}CenterAll`` flags: every pixel of the 3 x 3 centre set."""
 
 _CENTER_FLAGS = {
     "pixelFlags_crCenter": MaskPlane.CR,
@@ -119,6 +138,33 @@ class DetectAndMeasureConfig(TaskConfig):
     unusableMaskPlanes: list[str] = Field(
         ["NO_DATA", "BAD", "CR", "SAT"], description="Mask planes ignored by detection and fits."
     )
+    badSourceFlags: list[str] = Field(
+        [
+            "pixelFlags_offimage",
+            "pixelFlags_interpolatedCenterAll",
+            "pixelFlags_badCenterAll",
+            "pixelFlags_edgeCenterAll",
+            "pixelFlags_nodataCenterAll",
+            "pixelFlags_saturatedCenterAll",
+        ],
+        description="Difference images (``science`` given): sources with any of these flags "
+        "are removed (the defaults of the LSST detectAndMeasure task).  Names are DiaSource "
+        "flag columns (pixelFlags_*, *_flag) or pixelFlags_{plane}CenterAll: every pixel of "
+        "the 3 x 3 centre has the plane (bad, cr, edge, nodata, interpolated, saturated, suspect).",
+    )
+    registrationSigma: float = Field(
+        -1.0,
+        description="Difference images (``science`` given): registration noise, pixels, "
+        "added to the variance of the filtered image as sigma**2 |grad S|**2 with S the "
+        "PSF-filtered science image (the ZOGY corrected score, Zackay et al. 2016); peaks "
+        "below the threshold after it are dropped.  Negative: measured from the dipole "
+        "residuals of bright stars (`tasks.diffim.systematics`); 0: off.",
+    )
+    registrationStarSnr: float = Field(
+        10.0,
+        gt=0,
+        description="Peak-pixel S/N of the science stars measuring the registration noise.",
+    )
 
 
 class DetectAndMeasureTask(Task):
@@ -165,6 +211,8 @@ class DetectAndMeasureTask(Task):
                 bad_bits |= int(MaskPlane[name])
             except KeyError:
                 raise TaskError(f"unknown mask plane {name!r}") from None
+        self.metadata["nRegistrationRejected"] = 0
+        self.metadata["nBadSourcesRemoved"] = 0
         visit = visit if visit is not None else getattr(exposure.visit_info, "visit_id", 0)
         detector = detector if detector is not None else (exposure.detector or 0)
         bbox = exposure.bbox
@@ -196,7 +244,11 @@ class DetectAndMeasureTask(Task):
             # (pixels the PSF fits would drop anyway)
             bad = first.unusable
             snr = first.snr
+            noise = self._registration_noise(exposure, science, first)
             peaks, x, y = peaks_of(first.filtered, snr)
+            peaks, x, y = self._corrected(
+                peaks, x, y, first.filtered, exposure, exposure.image, first, science, noise, sigma
+            )
         with self.timer("measure"):
             table = self._measure(exposure, science, peaks, x, y, bad, sigma)
         if self.config.nPasses > 1 and len(table):
@@ -208,6 +260,9 @@ class DetectAndMeasureTask(Task):
                 residual = subtract_psf_models(exposure.image, psf_images, x, y, flux)
                 filtered2 = _filtered_without_models(first, psf_images, x, y, flux)
                 peaks2, x2, y2 = peaks_of(filtered2, filtered2 * first.inverse_sigma)
+                peaks2, x2, y2 = self._corrected(
+                    peaks2, x2, y2, filtered2, exposure, residual, first, science, noise, sigma
+                )
                 if len(peaks2):
                     dist, _ = cKDTree(np.column_stack([x, y])).query(np.column_stack([x2, y2]))
                     new = dist > 2.0 * sigma
@@ -226,6 +281,11 @@ class DetectAndMeasureTask(Task):
                         )
         table = self._merge_dipoles(table, self.config.dipoleRadius * sigma)
         table = self._finish(table, exposure, visit, detector)
+        if science is not None and len(table):
+            bad_rows = self._bad_sources(table, exposure)
+            self.metadata["nBadSourcesRemoved"] = int(bad_rows.sum())
+            table = table[~bad_rows].reset_index(drop=True)
+            table["diaSourceId"] = make_ids(visit, detector, len(table))
         n_dipole = int(table["isDipole"].sum()) if len(table) else 0
         self.metadata.update(
             {
@@ -243,6 +303,101 @@ class DetectAndMeasureTask(Task):
             nDipole=n_dipole,
             snrImage=snr,
         )
+
+    # -- registration noise (ZOGY corrected score) ------------------------------
+    def _registration_noise(
+        self, exposure: Exposure, science: Exposure | None, first: FilteredImage
+    ) -> RegistrationNoise | None:
+        """Return the registration noise of a difference image (`None`: science image or off)."""
+        sigma = self.config.registrationSigma
+        if science is None or sigma == 0:
+            return None
+        if sigma > 0:
+            noise = RegistrationNoise(sigma, sigma, 0)
+        else:
+            noise = estimate_registration_noise(
+                exposure.image,
+                exposure.variance,
+                science.image,
+                science.variance,
+                first.unusable,
+                first.kernel,
+                min_pixel_snr=self.config.registrationStarSnr,
+            )
+        if noise is not None:
+            self.metadata.update(
+                {
+                    "registrationSigmaX": noise.sigma_x,
+                    "registrationSigmaY": noise.sigma_y,
+                    "registrationStars": noise.n_stars,
+                }
+            )
+        return noise
+
+    def _corrected(
+        self,
+        peaks: Peaks,
+        x: np.ndarray,
+        y: np.ndarray,
+        filtered: np.ndarray,
+        exposure: Exposure,
+        image: np.ndarray,
+        first: FilteredImage,
+        science: Exposure | None,
+        noise: RegistrationNoise | None,
+        sigma: float,
+    ) -> tuple[Peaks, np.ndarray, np.ndarray]:
+        """Keep the peaks that pass the threshold once registration noise is allowed for.
+
+        A peak passes on its corrected significance, or else on the
+        significance of a flux change of a science source under it with the
+        shift fitted out (`tasks.diffim.systematics.flux_change_significance`);
+        that value becomes its ``snr``.  ``image`` is the image ``filtered``
+        came from (the difference, or the second pass's residual).
+        """
+        if noise is None or not len(peaks):
+            return peaks, x, y
+        _, gx, gy = filtered_with_gradients(
+            science.image, first.unusable, first.kernel, peaks.ix, peaks.iy
+        )
+        snr = corrected_significance(
+            filtered[peaks.iy, peaks.ix].astype(np.float64),
+            first.filtered_variance[peaks.iy, peaks.ix],
+            gx,
+            gy,
+            noise,
+        )
+        threshold = np.float32(self.config.threshold)
+        search = max(1, int(np.ceil(self.config.dipoleRadius * sigma)))
+        keep = np.abs(snr) >= threshold
+        if not keep.all():
+            # a flux change of a bright source under the peak, its shift fitted out
+            drop = np.flatnonzero(~keep)
+            change, sx, sy = flux_change_significance(
+                image,
+                exposure.variance,
+                science.image,
+                first.unusable,
+                first.kernel,
+                peaks.ix[drop],
+                peaks.iy[drop],
+                search=search,
+            )
+            rescued = (np.abs(change) >= threshold) & (np.sign(change) == peaks.polarity[drop])
+            moved = drop[rescued]
+            keep[moved] = True
+            snr[moved] = change[rescued]
+            # the source is at the science peak, not on the dipole lobe
+            x, y = x.copy(), y.copy()
+            x[moved], y[moved] = sx[rescued], sy[rescued]
+            peaks.ix[moved] = np.floor(sx[rescued] + 0.5).astype(np.int64)
+            peaks.iy[moved] = np.floor(sy[rescued] + 0.5).astype(np.int64)
+        self.metadata["nRegistrationRejected"] = int(
+            self.metadata.get("nRegistrationRejected", 0) + (~keep).sum()
+        )
+        peaks = peaks.select(keep)
+        peaks.snr = snr[keep]
+        return peaks, x[keep], y[keep]
 
     # -- measurement ----------------------------------------------------------
     @staticmethod
@@ -355,6 +510,28 @@ class DetectAndMeasureTask(Task):
             ) + int(np.ceil(np.hypot(*(xy[p] - xy[n]))))
             drop.append(other)
         return table.drop(index=drop)
+
+    def _bad_sources(self, table: pd.DataFrame, exposure: Exposure) -> np.ndarray:
+        """Rows carrying any of ``badSourceFlags``.
+
+        Raises
+        ------
+        TaskError
+            If a flag name is neither a boolean column nor a ``CenterAll`` flag.
+        """
+        bad = np.zeros(len(table), dtype=bool)
+        cx = np.floor(table["x"].to_numpy(float) - exposure.bbox.x0 + 0.5).astype(np.int64)
+        cy = np.floor(table["y"].to_numpy(float) - exposure.bbox.y0 + 0.5).astype(np.int64)
+        for name in self.config.badSourceFlags:
+            plane_name = name.removeprefix("pixelFlags_").removesuffix("CenterAll")
+            if name.endswith("CenterAll") and plane_name in _CENTER_ALL_PLANES:
+                planes = int(_CENTER_ALL_PLANES[plane_name])
+                bad |= mask_all_near(exposure.mask, cx, cy, planes)
+            elif name in table.columns and table[name].dtype == bool:
+                bad |= table[name].to_numpy(bool)
+            else:
+                raise TaskError(f"unknown bad-source flag {name!r}")
+        return bad
 
     def _finish(
         self, table: pd.DataFrame, exposure: Exposure, visit: int, detector: int

@@ -223,6 +223,8 @@ def fit_matching_kernel(
     min_stars: int = 5,
     neighbours: np.ndarray | None = None,
     neighbour_radius: float = 0.0,
+    constant_sum: bool = True,
+    fit_background: bool = True,
 ) -> tuple[MatchingKernel, np.ndarray]:
     """Fit ``science ≈ K ⊗ template + b`` on stamps around stars.
 
@@ -251,6 +253,14 @@ def fit_matching_kernel(
         (variables, moving objects) do not bias the fit.
     neighbour_radius : `float`, optional
         Radius (pixels) of the neighbours' excluded discs.
+    constant_sum : `bool`, optional
+        Keep the kernel sum (the photometric scale) the same over the image:
+        only the basis kernels that sum to zero vary spatially (Alard 2000;
+        the LSST AL kernel's constant first term), and the sum comes from a
+        first, spatially constant fit.  Otherwise the shape can be traded
+        against the scale and its gradient.
+    fit_background : `bool`, optional
+        Fit a constant background difference ``b`` (else ``b = 0``).
 
     Returns
     -------
@@ -324,11 +334,12 @@ def fit_matching_kernel(
     total_w = weight.sum(axis=1)  # 1^T W 1
     proj = np.einsum("npb,np->nb", cw, target * sqrt_w)  # C^T W t
     proj_bg = np.einsum("np,np->n", weight, target)  # 1^T W t
-    n_par = n_basis * n_spatial + 1
     bbox_xy = (0.0, 0.0, float(width - 1), float(height - 1))
-    active = np.ones(n_stars, dtype=bool)
-    for _ in range(max(n_iter, 1)):
-        sa = spatial[active]
+
+    def solve(n_sp: int, fixed: dict[int, float], active: np.ndarray) -> np.ndarray:
+        """Weighted least squares over the active stars; ``fixed``: parameter -> value."""
+        n_par = n_basis * n_sp + 1  # parameter (b, s) is b * n_sp + s; background last
+        sa = spatial[active, :n_sp]
         normal = np.empty((n_par, n_par))
         normal[:-1, :-1] = np.einsum("ibc,is,it->bsct", gram[active], sa, sa).reshape(
             n_par - 1, n_par - 1
@@ -339,21 +350,50 @@ def fit_matching_kernel(
         rhs = np.empty(n_par)
         rhs[:-1] = np.einsum("ib,is->bs", proj[active], sa).ravel()
         rhs[-1] = proj_bg[active].sum()
+        solution = np.zeros(n_par)
+        free = np.ones(n_par, dtype=bool)
+        for index_, value in fixed.items():
+            free[index_] = False
+            solution[index_] = value
+        if not fit_background:
+            free[-1] = False
+        rhs = rhs[free] - normal[np.ix_(free, ~free)] @ solution[~free]
+        normal = normal[np.ix_(free, free)]
         scale = np.sqrt(np.diag(normal)) + 1e-30
-        solution = (
+        solution[free] = (
             np.linalg.lstsq(normal / scale[:, None] / scale[None, :], rhs / scale, rcond=1e-12)[0]
             / scale
         )
-        # per-star kernel coefficients a_i = A s_i; residuals t_i - C_i a_i - b
-        per_star = spatial @ solution[:-1].reshape(n_basis, n_spatial).T
-        resid = target - np.einsum("npb,nb->np", conv, per_star) - solution[-1]
-        chi2 = np.sum(resid * resid * weight, axis=1) / n_pix
-        median = np.median(chi2[active])
-        mad = 1.4826 * np.median(np.abs(chi2[active] - median))
-        new_active = chi2 < median + clip * max(mad, 0.05 * median)
-        if np.array_equal(new_active, active) or new_active.sum() < min_stars:
-            break
-        active = new_active
+        return solution
+
+    def fit(n_sp: int, fixed: dict[int, float], active: np.ndarray):
+        """Solve with iterative rejection of the stars that do not fit."""
+        for _ in range(max(n_iter, 1)):
+            solution = solve(n_sp, fixed, active)
+            # per-star kernel coefficients a_i = A s_i; residuals t_i - C_i a_i - b
+            per_star = spatial[:, :n_sp] @ solution[:-1].reshape(n_basis, n_sp).T
+            resid = target - np.einsum("npb,nb->np", conv, per_star) - solution[-1]
+            chi2 = np.sum(resid * resid * weight, axis=1) / n_pix
+            median = np.median(chi2[active])
+            mad = 1.4826 * np.median(np.abs(chi2[active] - median))
+            new_active = chi2 < median + clip * max(mad, 0.05 * median)
+            if np.array_equal(new_active, active) or new_active.sum() < min_stars:
+                break
+            active = new_active
+        return solution, active
+
+    active = np.ones(n_stars, dtype=bool)
+    if constant_sum and n_spatial > 1:
+        # The kernel sum is one number for the whole image; it is taken from
+        # the spatially constant fit, where it is well determined.  Letting
+        # the shape vary over the image while fitting the sum as well allows
+        # combinations of the (zero-sum) spatial terms and the sum that fit
+        # the stamps equally well with a sum several per cent off.
+        constant, active = fit(1, {}, active)
+        fixed = {0: float(constant[0])} | {s_: 0.0 for s_ in range(1, n_spatial)}
+        solution, active = fit(n_spatial, fixed, active)
+    else:
+        solution, active = fit(n_spatial, {}, active)
     coefficients = solution[:-1].reshape(n_basis, n_spatial)
     used = np.zeros(len(cx), dtype=bool)
     used[index[active]] = True

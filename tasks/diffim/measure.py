@@ -20,6 +20,7 @@ from tasks.diffim.pixel_loops import add_stamps
 __all__ = [
     "PsfFluxes",
     "extract_stamps",
+    "mask_all_near",
     "mask_bits_near",
     "psf_fluxes",
     "psf_model_stamps",
@@ -171,6 +172,39 @@ def mask_bits_near(
         if sub.size:
             out[i] = np.bitwise_or.reduce(sub, axis=None)
     return out
+
+
+def mask_all_near(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, planes: int) -> np.ndarray:
+    """Whether every pixel of the 3 x 3 square around each pixel has one of ``planes``.
+
+    Pixels outside the image do not count (a centre on the corner is judged
+    on its 4 pixels inside).
+
+    Parameters
+    ----------
+    mask : `numpy.ndarray` of uint32
+        Mask plane.
+    cx, cy : `numpy.ndarray` of int
+        Centre pixels (array coordinates).
+    planes : `int`
+        Mask bits.
+
+    Returns
+    -------
+    flags : `numpy.ndarray` of bool
+    """
+    cx = np.asarray(cx, dtype=np.int64)
+    cy = np.asarray(cy, dtype=np.int64)
+    height, width = mask.shape
+    offsets = np.arange(-1, 2)
+    rows = cy[:, None] + offsets[None, :]
+    cols = cx[:, None] + offsets[None, :]
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+        :, None, :
+    ]
+    stamps = mask[np.clip(rows, 0, height - 1)[:, :, None], np.clip(cols, 0, width - 1)[:, None, :]]
+    flagged = ((stamps & planes) != 0) | ~inside
+    return flagged.all(axis=(1, 2)) & inside.any(axis=(1, 2))
 
 
 def psf_model_stamps(

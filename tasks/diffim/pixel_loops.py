@@ -26,6 +26,7 @@ __all__ = [
     "add_stamps",
     "dilate_box",
     "find_peaks_sparse",
+    "pixel_significance",
     "prepare_planes",
     "run_in_chunks",
     "significance",
@@ -414,3 +415,25 @@ def significance(
         filtered.shape[0],
     )
     return snr, inv_sd
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_snr(image, variance, unusable, out, start, stop):  # pragma: no cover - compiled
+    width = image.shape[1]
+    for y in range(start, stop):
+        for x in range(width):
+            v = variance[y, x]
+            d = image[y, x]
+            if unusable[y, x] or not (v > 0 and np.isfinite(v) and np.isfinite(d)):
+                out[y, x] = 0.0
+            else:
+                out[y, x] = d / np.sqrt(v)
+
+
+def pixel_significance(image: np.ndarray, variance: np.ndarray, unusable: np.ndarray) -> np.ndarray:
+    """Return ``image / sqrt(variance)`` (float32), 0 where unusable or undefined."""
+    out = np.empty(image.shape, dtype=np.float32)
+    image, variance = np.ascontiguousarray(image), np.ascontiguousarray(variance)
+    unusable = np.ascontiguousarray(unusable, dtype=np.bool_)
+    run_in_chunks(lambda a, b: _pixel_snr(image, variance, unusable, out, a, b), image.shape[0])
+    return out

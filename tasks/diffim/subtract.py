@@ -60,6 +60,11 @@ class SubtractImagesConfig(TaskConfig):
         4.5, gt=0, description="Half-size of the fitted star stamps in science PSF sigmas."
     )
     spatialOrder: int = Field(1, ge=0, le=1, description="Spatial order of the kernel (0 or 1).")
+    constantKernelSum: bool = Field(
+        True,
+        description="Keep the kernel sum (photometric scale) constant over the image: only "
+        "the zero-sum basis kernels vary spatially (Alard 2000).",
+    )
     maxStars: int = Field(250, ge=5, description="Most stars used in the kernel fit.")
     minStars: int = Field(8, ge=3, description="Fewest stars for a fitted kernel.")
     starMinSnr: float = Field(20.0, gt=0, description="Minimum template S/N of kernel stars.")
@@ -68,6 +73,9 @@ class SubtractImagesConfig(TaskConfig):
         gt=0,
         description="Radius (science PSF sigmas) of the discs of neighbouring sources given "
         "zero weight in a kernel star's stamp.",
+    )
+    fitBackground: bool = Field(
+        True, description="Fit a constant background difference with the kernel."
     )
     nIter: int = Field(3, ge=1, description="Star rejection iterations of the kernel fit.")
     clipSigma: float = Field(3.0, gt=0, description="Rejection threshold (robust sigma of chi2).")
@@ -314,5 +322,7 @@ class SubtractImagesTask(Task):
             min_stars=cfg.minStars,
             neighbours=np.column_stack([all_peaks.ix, all_peaks.iy]).astype(float),
             neighbour_radius=cfg.neighbourRadius * sigma_s,
+            constant_sum=cfg.constantKernelSum,
+            fit_background=cfg.fitBackground,
         )
         return kernel, int(used.sum())
