@@ -18,7 +18,7 @@ import numpy as np
 
 from tasks.dcr.errors import DcrError, EmptyPatchError, MissingSubfilterError
 from tasks.dcr.refraction import differential_refraction
-from tasks.dcr.shift import shift_and_sum
+from tasks.dcr.shift import has_usable_pixel, shift_and_sum
 from tasks.images import Exposure, MaskPlane, VisitInfo, get_band, subfilter_wavelengths
 from tasks.images.wcs_utils import pixel_scale_arcsec, sky_direction_in_pixels
 
@@ -140,10 +140,7 @@ class DcrModel:
         return subfilter_wavelengths(self.band, self.n_subfilters)
 
     def _any_usable(self) -> bool:
-        return any(
-            bool((np.isfinite(exp.image) & ((exp.mask & _UNUSABLE) == 0)).any())
-            for exp in self.subfilters
-        )
+        return any(has_usable_pixel(exp.image, exp.mask, int(_UNUSABLE)) for exp in self.subfilters)
 
     # -- DCR ---------------------------------------------------------------
     def shifts(self, visit_info: VisitInfo) -> np.ndarray:
@@ -191,7 +188,8 @@ class DcrModel:
         image, no_data = shift_and_sum(
             [exp.image for exp in self.subfilters],
             [(dy, dx) for dx, dy in shifts],
-            [(exp.mask & _UNUSABLE) != 0 for exp in self.subfilters],
+            masks=[exp.mask for exp in self.subfilters],
+            bad_bits=int(_UNUSABLE),
         )
         for exp, (dx, dy) in zip(self.subfilters, shifts, strict=True):
             # variance and mask move by the nearest whole pixel: both are

@@ -154,7 +154,8 @@ class GetDcrTemplateTask(Task):
         if crop is None or crop == ref.bbox:
             return ref
         loader = ref.loader
-        return CoaddRef(ref.dataId, crop, ref.wcs, lambda: loader().subset(crop))
+        # views: the crop is only read (the DCR model builds new arrays)
+        return CoaddRef(ref.dataId, crop, ref.wcs, lambda: loader().subset(crop, copy=False))
 
     def checkPatchList(self, patchList: Mapping[Hashable, Sequence[Hashable]]) -> None:
         """Check that every patch has all of its sub-filters.

@@ -33,7 +33,13 @@ from scipy import ndimage
 
 from tasks.threads import run_in_chunks
 
-__all__ = ["fill_bad_pixels", "shift_and_sum", "shift_image", "spline_prefilter"]
+__all__ = [
+    "fill_bad_pixels",
+    "has_usable_pixel",
+    "shift_and_sum",
+    "shift_image",
+    "spline_prefilter",
+]
 
 
 def fill_bad_pixels(image: np.ndarray, bad: np.ndarray, size: int = 5) -> np.ndarray:
@@ -237,10 +243,53 @@ def _frame(size: int) -> np.ndarray:
     return frame
 
 
+@numba.njit(cache=True, nogil=True)
+def _count_missing(image, mask, bits):  # pragma: no cover - compiled
+    """Count the pixels that are non-finite or have one of ``bits`` set in ``mask``."""
+    count = 0
+    for i in range(image.shape[0]):
+        for j in range(image.shape[1]):
+            if not math.isfinite(image[i, j]) or (mask[i, j] & bits) != 0:
+                count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_usable(image, mask, bits):  # pragma: no cover - compiled
+    """Whether any pixel is finite and has none of ``bits`` set (stops at the first)."""
+    for i in range(image.shape[0]):
+        for j in range(image.shape[1]):
+            if math.isfinite(image[i, j]) and (mask[i, j] & bits) == 0:
+                return True
+    return False
+
+
+def has_usable_pixel(image: np.ndarray, mask: np.ndarray, bits: int) -> bool:
+    """Whether ``image`` has a finite pixel whose ``mask`` has none of ``bits`` set.
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        2-d image.
+    mask : `numpy.ndarray`
+        Mask bits of the same shape.
+    bits : `int`
+        Bits that make a pixel unusable.
+
+    Returns
+    -------
+    usable : `bool`
+    """
+    return bool(_first_usable(image, mask, np.uint32(bits)))
+
+
 def shift_and_sum(
     images: Sequence[np.ndarray],
     shifts: Sequence[tuple[float, float]],
     bad: Sequence[np.ndarray | None] | None = None,
+    *,
+    masks: Sequence[np.ndarray] | None = None,
+    bad_bits: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sum of images, each shifted by its own sub-pixel offset (cubic spline).
 
@@ -256,6 +305,11 @@ def shift_and_sum(
         moves to ``(i + dy, j + dx)``.
     bad : `list` [`numpy.ndarray` or `None`], optional
         Extra pixels of each image to treat as missing.
+    masks : `list` [`numpy.ndarray`], optional
+        Mask planes of the images: pixels with any of ``bad_bits`` set are
+        missing too (a cheaper spelling of ``bad`` when they are rare).
+    bad_bits : `int`, optional
+        Mask bits marking missing pixels.
 
     Returns
     -------
@@ -271,18 +325,23 @@ def shift_and_sum(
         raise ValueError("shift_and_sum needs one (dy, dx) per image, and at least one image")
     shape = images[0].shape
     bad = list(bad) if bad is not None else [None] * len(images)
+    if masks is None:
+        masks = [np.zeros(shape, dtype=np.uint32)] * len(images)
+        bad_bits = 0
     total = np.zeros(shape, dtype=np.float32)
     total_bad = np.zeros(shape, dtype=bool)
     frame_rows = np.zeros(shape[0], dtype=bool)
     frame_cols = np.zeros(shape[1], dtype=bool)
-    for image, (dy, dx), extra in zip(images, shifts, bad, strict=True):
-        if image.shape != shape:
-            raise ValueError(f"image shapes differ: {image.shape} and {shape}")
-        missing = ~np.isfinite(image)
-        if extra is not None:
-            missing |= extra
-        any_missing = bool(missing.any())
+    bits = np.uint32(bad_bits)
+    for image, (dy, dx), extra, mask in zip(images, shifts, bad, masks, strict=True):
+        if image.shape != shape or mask.shape != shape:
+            raise ValueError(f"image or mask shape differs from {shape}")
+        any_missing = extra is not None and bool(extra.any())
+        any_missing |= _count_missing(image, mask, bits) > 0
         if any_missing:
+            missing = ~np.isfinite(image) | ((mask & bits) != 0)
+            if extra is not None:
+                missing |= extra
             filled = fill_bad_pixels(image, missing)
         else:
             filled = np.asarray(image, dtype=np.float32)

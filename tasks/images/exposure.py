@@ -172,15 +172,22 @@ class Exposure:
         out.wcs = None if self.wcs is None else self.wcs.deepcopy()
         return out
 
-    def subset(self, bbox: Box2I) -> Exposure:
-        """Return a copy of the part of this exposure inside ``bbox`` (which must be inside)."""
+    def subset(self, bbox: Box2I, *, copy: bool = True) -> Exposure:
+        """Return the part of this exposure inside ``bbox`` (which must be inside).
+
+        Parameters
+        ----------
+        bbox : `Box2I`
+            Parent pixel box.
+        copy : `bool`, optional
+            Copy the pixels (default); with `False` the planes are views
+            that share memory with this exposure.
+        """
         rows, cols = self.bbox.slices(bbox)
-        return self._with_arrays(
-            self.image[rows, cols].copy(),
-            self.mask[rows, cols].copy(),
-            self.variance[rows, cols].copy(),
-            bbox,
-        )
+        planes = (self.image[rows, cols], self.mask[rows, cols], self.variance[rows, cols])
+        if copy:
+            planes = tuple(plane.copy() for plane in planes)
+        return self._with_arrays(*planes, bbox)
 
     def get_cutout(self, center: SkyCoord | tuple[float, float], size: tuple[int, int]) -> Exposure:
         """Return a cutout of ``size = (width, height)`` pixels around ``center``.
