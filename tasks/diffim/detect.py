@@ -382,6 +382,7 @@ class DetectAndMeasureTask(Task):
                 peaks.ix[drop],
                 peaks.iy[drop],
                 search=search,
+                psf_images=self._psf_images(exposure),
             )
             rescued = (np.abs(change) >= threshold) & (np.sign(change) == peaks.polarity[drop])
             moved = drop[rescued]
@@ -392,6 +393,14 @@ class DetectAndMeasureTask(Task):
             x[moved], y[moved] = sx[rescued], sy[rescued]
             peaks.ix[moved] = np.floor(sx[rescued] + 0.5).astype(np.int64)
             peaks.iy[moved] = np.floor(sy[rescued] + 0.5).astype(np.int64)
+            # several lobes of one source lead to it: keep one, and none where
+            # a peak that passed on its own already is
+            taken = [(x[i], y[i]) for i in np.flatnonzero(keep) if i not in set(moved)]
+            for i in moved[np.argsort(-np.abs(snr[moved]), kind="stable")]:
+                if any(np.hypot(x[i] - tx, y[i] - ty) < 2.0 * sigma for tx, ty in taken):
+                    keep[i] = False
+                else:
+                    taken.append((x[i], y[i]))
         self.metadata["nRegistrationRejected"] = int(
             self.metadata.get("nRegistrationRejected", 0) + (~keep).sum()
         )

@@ -24,6 +24,7 @@ those shifts beyond their shot noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -222,6 +223,7 @@ def flux_change_significance(
     iy: np.ndarray,
     *,
     search: int = 3,
+    psf_images: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Significance of a flux change of a science source near each peak, shift fitted out.
 
@@ -232,9 +234,10 @@ def flux_change_significance(
     science image is searched within ``search`` pixels of the peak for its
     maximum (the source); if that maximum is inside the square (not on its
     border) and the source's central 5 x 5 pixels are usable, the
-    difference stamp around it is fitted with ``a P + bx ∂xP + by ∂yP``
-    (weights ``1 / variance``), and ``a / σ_a`` (the flux change, with the
-    shift as a free nuisance) is returned.  A pure registration residual
+    difference stamp around it is fitted with ``a P + bx ∂xP + by ∂yP`` (the
+    PSF at the source's sub-pixel position; weights ``1 / variance``), and
+    ``a / σ_a`` (the flux change, with the shift as a free nuisance) is
+    returned.  A pure registration residual
     has ``a ≈ 0``.
 
     Parameters
@@ -251,6 +254,10 @@ def flux_change_significance(
         Peak pixels.
     search : `int`, optional
         Half-size of the square searched for the source's peak.
+    psf_images : callable, optional
+        ``(x, y) -> (n, K, K)`` PSF images at sub-pixel array positions (as
+        for `tasks.diffim.measure.psf_fluxes`); the fit uses them (cut to
+        the kernel's size) at the source's position, otherwise ``kernel``.
 
     Returns
     -------
@@ -280,8 +287,37 @@ def flux_change_significance(
     interior = (row > 0) & (row < side - 1) & (col > 0) & (col < side - 1)
     sx, sy = ix + offsets[col], iy + offsets[row]
     core = extract_stamps(unusable, sx, sy, 5, fill=True).any(axis=(1, 2))
-    dky, dkx = np.gradient(kernel)
-    model = np.stack([kernel, dkx, dky]).reshape(3, -1)
+    # sub-pixel position of the source: Gaussian (log-parabola) through the
+    # filtered science, a parabola where values are not positive
+    n = np.arange(len(ix))
+    r, c = np.clip(row, 1, side - 2), np.clip(col, 1, side - 2)
+
+    def vertex(minus: np.ndarray, centre: np.ndarray, plus: np.ndarray) -> np.ndarray:
+        positive = (minus > 0) & (centre > 0) & (plus > 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lm, lc, lp = (np.log(np.where(positive, v, 1.0)) for v in (minus, centre, plus))
+            log_step = 0.5 * (lm - lp) / (lm - 2.0 * lc + lp)
+            step = 0.5 * (minus - plus) / (minus - 2.0 * centre + plus)
+        return np.clip(np.nan_to_num(np.where(positive, log_step, step)), -0.5, 0.5)
+
+    fx = sx + vertex(values[n, r, c - 1], values[n, r, c], values[n, r, c + 1])
+    fy = sy + vertex(values[n, r - 1, c], values[n, r, c], values[n, r + 1, c])
+    # model images at the source's sub-pixel position: a centring error o
+    # would leak the (large) shift term into the flux term at order F δ o
+    if psf_images is not None:
+        half = k // 2
+        images = psf_images(fx, fy)
+        centre = images.shape[-1] // 2
+        if centre >= half:
+            cut = slice(centre - half, centre + half + 1)
+            images = images[:, cut, cut]
+            images = images / images.sum(axis=(1, 2), keepdims=True)
+        else:
+            images = np.broadcast_to(kernel, (len(ix), k, k))
+    else:
+        images = np.broadcast_to(kernel, (len(ix), k, k))
+    gy_img, gx_img = np.gradient(images, axis=(1, 2))
+    model = np.stack([images, gx_img, gy_img], axis=1).reshape(len(ix), 3, -1)
     data = extract_stamps(difference, sx, sy, k, fill=0.0).astype(np.float64).reshape(len(ix), -1)
     var = extract_stamps(difference_variance, sx, sy, k, fill=np.inf).astype(np.float64)
     good = extract_stamps(~unusable, sx, sy, k, fill=False).reshape(len(ix), -1)
@@ -289,8 +325,8 @@ def flux_change_significance(
     good &= np.isfinite(data) & np.isfinite(var) & (var > 0)
     weight = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0)
     data = np.where(good, data, 0.0)
-    normal = np.einsum("pm,qm,nm->npq", model, model, weight)
-    rhs = np.einsum("pm,nm->np", model, weight * data)
+    normal = np.einsum("npm,nqm,nm->npq", model, model, weight)
+    rhs = np.einsum("npm,nm->np", model, weight * data)
     enough = interior & ~core & (good.sum(axis=1) >= 0.5 * k * k)
     for i in np.flatnonzero(enough):
         try:
@@ -301,15 +337,4 @@ def flux_change_significance(
         if cov[0, 0] > 0:
             out[i] = amplitude / np.sqrt(cov[0, 0])
     found = out != 0
-    # sub-pixel position of the source: parabola through the filtered science
-    n = np.arange(len(ix))
-    r, c = np.clip(row, 1, side - 2), np.clip(col, 1, side - 2)
-
-    def vertex(minus: np.ndarray, centre: np.ndarray, plus: np.ndarray) -> np.ndarray:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            step = 0.5 * (minus - plus) / (minus - 2.0 * centre + plus)
-        return np.clip(np.nan_to_num(step), -0.5, 0.5)
-
-    fx = sx + vertex(values[n, r, c - 1], values[n, r, c], values[n, r, c + 1])
-    fy = sy + vertex(values[n, r - 1, c], values[n, r, c], values[n, r + 1, c])
     return out, np.where(found, fx, ix), np.where(found, fy, iy)

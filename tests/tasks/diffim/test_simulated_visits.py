@@ -12,6 +12,7 @@ import pytest
 
 from tasks.dcr import CoaddRef, GetDcrTemplateTask
 from tasks.diffim import DetectAndMeasureTask, SubtractImagesTask
+from tasks.diffim.evaluate import score_detections
 from tasks.simulate.config import SimulationConfig
 from tasks.simulate.survey import simulate_survey
 
@@ -68,41 +69,31 @@ def test_static_stars_subtract_to_the_noise(processed):
 
 
 def test_changing_sources_are_detected(processed):
+    """Completeness of the simulated changes and the spurious detections per detector.
+
+    Measured with `tasks.diffim.evaluate` (seed 42, 2 visits at airmass 1.44
+    (g) and 1.47 (r)): every change above 5 sigma is found; 20 and 23
+    DiaSources lie away from every changing source (residuals around the
+    saturated and near-saturated stars), 7 of each without a pixel flag.
+    Before the registration-noise correction of the detection significance
+    these were 23 (10) and 47 (21).
+    """
     for exposure, sub, dia, sources, change in processed:
-        calib = exposure.photo_calib.calibration_mean
-        # expected S/N of the change from the PSF and the difference variance
-        psf = exposure.psf
-        snr = np.full(len(sources), np.nan)
-        xs, ys = sources["x"].to_numpy(), sources["y"].to_numpy()
-        for i, (x, y) in enumerate(zip(xs, ys, strict=True)):
-            box = psf.stamp_box(x, y)
-            if not exposure.bbox.contains_box(box):
-                continue
-            p = psf.compute_image(x, y)
-            var = sub.difference.variance[exposure.bbox.slices(box)]
-            snr[i] = change[i] / calib / (np.sqrt(np.sum(p * p * var)) / np.sum(p * p))
-        strong = np.abs(snr) > 8.0
-        d = np.hypot(
-            dia["x"].to_numpy()[:, None] - xs[None, :], dia["y"].to_numpy()[:, None] - ys[None, :]
-        )
-        found = d.min(axis=0) < 2.5
-        kinds = sources["kind"].to_numpy()
+        band = exposure.visit_info.band
+        template_flux = sources["flux"].to_numpy() - change
+        score = score_detections(dia, sub.difference, sources, template_flux)
+        snr = np.abs(np.nan_to_num(score.snr))
+        kinds = score.kind
         print(
-            f"visit {exposure.visit_info.visit_id} ({exposure.visit_info.band}, airmass "
-            f"{exposure.visit_info.airmass:.2f}): {strong.sum()} changes above 8 sigma "
-            f"({dict(zip(*np.unique(kinds[strong], return_counts=True), strict=True))}), "
-            f"{found[strong].sum()} detected; {len(dia)} DiaSources"
+            f"visit {exposure.visit_info.visit_id} ({band}, airmass "
+            f"{exposure.visit_info.airmass:.2f}): {(snr >= 5).sum()} changes above 5 sigma "
+            f"({dict(zip(*np.unique(kinds[snr >= 5], return_counts=True), strict=True))}), "
+            f"{score.found[snr >= 5].sum()} detected; {len(dia)} DiaSources, "
+            f"{score.n_spurious} spurious ({score.n_spurious_unflagged} without pixel flags)"
         )
-        assert strong.sum() >= 3
-        assert found[strong].all()
-        # detections far from every changing source: residuals of static stars,
-        # mostly around saturated stars, where they carry pixel flags
-        changing = np.abs(change) > 0
-        spurious = d[:, changing].min(axis=1) > 3.0
-        flags = ["pixelFlags_saturated", "pixelFlags_suspect", "pixelFlags_bad", "pixelFlags_cr"]
-        flagged = dia[flags].to_numpy(bool).any(axis=1)
-        print(
-            f"   detections not near a changing source: {spurious.sum()}, "
-            f"of which without pixel flags: {(spurious & ~flagged).sum()}"
-        )
-        assert (spurious & ~flagged).sum() <= 10
+        assert (snr >= 8).sum() >= 3
+        assert len(score.missed(8.0)) == 0
+        assert len(score.missed(5.0)) <= 1
+        # residuals of static stars: mostly around saturated stars, flagged
+        assert score.n_spurious <= 25
+        assert score.n_spurious_unflagged <= 8
