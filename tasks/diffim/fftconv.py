@@ -2,8 +2,9 @@
 
 A 4k x 4k image convolved with a kernel of a few tens of pixels is fastest
 cut into tiles of a few hundred pixels with a halo of the kernel's
-half-width: each tile's transform fits in the CPU caches, and a batch of
-tiles is transformed by several threads (``scipy.fft`` ``workers``).
+half-width: each tile's transform fits in the CPU caches, and the rows of
+tiles are shared between threads (the transforms and products release the
+GIL).
 `TiledSpectrum` keeps the forward transforms of the tiles, so one image
 is transformed once and convolved with as many kernels as wanted, each
 costing one product and one inverse transform.  Spatially varying kernels
@@ -24,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import fft as sp_fft
 
-from tasks.diffim.pixel_loops import thread_count
+from tasks.threads import thread_count
 
 __all__ = ["TiledSpectrum", "convolve_same"]
 
