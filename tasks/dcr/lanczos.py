@@ -28,6 +28,7 @@ import math
 
 import numba
 import numpy as np
+from scipy import ndimage
 
 from tasks.threads import run_in_chunks
 
@@ -134,10 +135,8 @@ def _warp_rows(  # pragma: no cover - compiled
                 iy = _taps(sy, table, wy)
                 ok = ix >= 0 and iy >= 0 and ix + n_taps <= width and iy + n_taps <= height
             if ok and has_missing:
-                for a in range(n_taps):
-                    for b in range(n_taps):
-                        if missing[iy + a, ix + b]:
-                            ok = False
+                # any missing pixel in the 6 x 6 support, precomputed per anchor
+                ok = not missing[iy + n_taps // 2 - 1, ix + n_taps // 2 - 1]
             if not ok:
                 out_image[r, c] = np.nan
                 out_variance[r, c] = np.nan
@@ -212,6 +211,16 @@ def warp_planes(
         ~np.isfinite(image) | ~np.isfinite(variance) | ((mask & np.uint32(unusable_bits)) != 0)
     )
     has_missing = bool(missing.any())
+    if has_missing:
+        # grown[p] = any(missing[p - 2 : p + 4]) along each axis: the support of
+        # a position whose floor is p (size 6, window shifted one pixel right)
+        half = LANCZOS_ORDER
+        grown = missing.view(np.uint8)
+        for axis in (0, 1):
+            grown = ndimage.maximum_filter1d(
+                grown, 2 * half, axis=axis, mode="constant", cval=1, origin=-1
+            )
+        missing = grown.view(bool)
     out_image = np.empty(dest_shape, dtype=np.float32)
     out_variance = np.empty(dest_shape, dtype=np.float32)
     out_mask = np.empty(dest_shape, dtype=np.uint32)
