@@ -22,11 +22,15 @@ import argparse
 import cProfile
 import functools
 import pstats
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dcr"))
+from bench_template import simulate  # noqa: E402  (the same 4k survey as bench/dcr)
 
 from tasks.data_layout import DataLayout
 from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask
@@ -34,26 +38,7 @@ from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.evaluate import score_detections
 from tasks.diffim.subtract import SubtractImagesTask
 from tasks.images import Exposure
-from tasks.simulate.config import SimulationConfig
 from tasks.simulate.sources import mean_fluxes
-from tasks.simulate.survey import simulate_survey
-
-
-def simulate(root: Path, size: int) -> DataLayout:
-    """The survey of ``bench/dcr/bench_template.py`` (written once under ``root``)."""
-    layout = DataLayout(root)
-    if (root / "visits.parquet").exists():
-        return layout
-    config = SimulationConfig.benchmark(
-        detector_size=(size, size),
-        bands=["g"],
-        patch_inner_size=(size // 2 + 300, size + 800),
-        write_deep_coadds=False,
-    )
-    t0 = time.perf_counter()
-    simulate_survey(config, root)
-    print(f"simulated in {time.perf_counter() - t0:.1f} s -> {root}")
-    return layout
 
 
 def template_for(layout: DataLayout, science: Exposure, rebuild: bool) -> Exposure:
