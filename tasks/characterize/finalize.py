@@ -25,7 +25,7 @@ from tasks.characterize.isolated import load_table, select_and_concat
 from tasks.characterize.psf_fit import STAMP_MARGIN, fit_pixel_grid_psf
 from tasks.characterize.psf_model import PixelGridPsf
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
-from tasks.images import Exposure, MaskPlane
+from tasks.images import Exposure, bits_from_names
 
 __all__ = ["FinalizeCharacterizationConfig", "FinalizeCharacterizationTask"]
 
@@ -77,16 +77,6 @@ class FinalizeCharacterizationConfig(TaskConfig):
     apCorrMinSn: float = Field(default=20.0, description="Minimum S/N of an aperture-corr star.")
     apCorrClipSigma: float = Field(default=3.0, description="Aperture-correction clip threshold.")
     apCorrNIter: int = Field(default=3, description="Aperture-correction clipping iterations.")
-
-
-def _mask_bits(names: list[str]) -> int:
-    bits = 0
-    for name in names:
-        try:
-            bits |= int(MaskPlane[name])
-        except KeyError:
-            raise TaskError(f"unknown mask plane {name!r}") from None
-    return bits
 
 
 # failures of one detector that must not stop the visit (bad inputs, unreadable files,
@@ -190,7 +180,7 @@ class FinalizeCharacterizationTask(Task):
         half = self.config.kernelSize // 2 + STAMP_MARGIN
         origin = (exposure.bbox.x0, exposure.bbox.y0)
         msk, inside = gather_stamps(exposure.mask, origin, central_pixel(x), central_pixel(y), half)
-        bad = (msk & _mask_bits(self.config.badMaskPlanes)) != 0
+        bad = (msk & bits_from_names(self.config.badMaskPlanes)) != 0
         core = slice(half - 3, half + 4)
         too_many = bad.mean(axis=(1, 2)) > self.config.maxBadPixelFraction
         return (
@@ -272,7 +262,7 @@ class FinalizeCharacterizationTask(Task):
             fit = fit_pixel_grid_psf(
                 exposure.image, exposure.variance, exposure.mask, origin, x[idx], y[idx], domain,
                 kernel_size=cfg.kernelSize, order=order,
-                bad_mask=_mask_bits(cfg.badMaskPlanes), min_stars=cfg.minPsfStars,
+                bad_mask=bits_from_names(cfg.badMaskPlanes), min_stars=cfg.minPsfStars,
                 n_iter=cfg.nIter, clip_sigma=cfg.clipSigma,
                 max_bad_fraction=cfg.maxBadPixelFraction,
             )  # fmt: skip
@@ -286,7 +276,7 @@ class FinalizeCharacterizationTask(Task):
             meas = measure_aperture_corrections(
                 exposure.image, exposure.variance, exposure.mask, origin, x[ap_idx], y[ap_idx],
                 fit.psf, domain, radius=cfg.apertureRadius, order=ap_order,
-                bad_mask=_mask_bits(cfg.badMaskPlanes), min_sn=cfg.apCorrMinSn,
+                bad_mask=bits_from_names(cfg.badMaskPlanes), min_sn=cfg.apCorrMinSn,
                 n_sigma=cfg.apCorrClipSigma, n_iter=cfg.apCorrNIter,
             )  # fmt: skip
         out = src.copy()

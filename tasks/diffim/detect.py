@@ -44,7 +44,7 @@ from tasks.diffim.systematics import (
     flux_change_significance,
 )
 from tasks.ids import make_ids
-from tasks.images import Exposure, MaskPlane
+from tasks.images import Exposure, MaskPlane, bits_from_names
 
 __all__ = ["DetectAndMeasureConfig", "DetectAndMeasureTask", "PIXEL_FLAGS"]
 
@@ -205,12 +205,7 @@ class DetectAndMeasureTask(Task):
             raise TaskError("detection needs a PSF on the exposure")
         if exposure.wcs is None:
             raise TaskError("detection needs a WCS on the exposure")
-        bad_bits = 0
-        for name in self.config.unusableMaskPlanes:
-            try:
-                bad_bits |= int(MaskPlane[name])
-            except KeyError:
-                raise TaskError(f"unknown mask plane {name!r}") from None
+        bad_bits = bits_from_names(self.config.unusableMaskPlanes)
         self.metadata["nRegistrationRejected"] = 0
         self.metadata["nBadSourcesRemoved"] = 0
         visit = visit if visit is not None else getattr(exposure.visit_info, "visit_id", 0)

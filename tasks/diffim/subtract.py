@@ -32,7 +32,7 @@ from tasks.diffim.plane_loops import (
     prepare_template,
     science_on_template_grid,
 )
-from tasks.images import Exposure, MaskPlane
+from tasks.images import Exposure, MaskPlane, bits_from_names
 
 __all__ = ["SubtractImagesConfig", "SubtractImagesTask"]
 
@@ -102,16 +102,6 @@ def _is_flat(variance: np.ndarray, missing: np.ndarray, level: float) -> bool:
     return bool(np.allclose(variance[~missing], level, rtol=1e-5, atol=0.0))
 
 
-def _bits(names: list[str]) -> int:
-    bits = 0
-    for name in names:
-        try:
-            bits |= int(MaskPlane[name])
-        except KeyError:
-            raise TaskError(f"unknown mask plane {name!r}") from None
-    return bits
-
-
 class SubtractImagesTask(Task):
     """Subtract a PSF-matched template from a science exposure."""
 
@@ -141,7 +131,7 @@ class SubtractImagesTask(Task):
             raise TaskError("both science and template need a PSF to match")
         if not template.bbox.contains_box(science.bbox):
             raise TaskError(f"template box {template.bbox} does not contain {science.bbox}")
-        bad_bits = _bits(self.config.badMaskPlanes)
+        bad_bits = bits_from_names(self.config.badMaskPlanes)
         scale = 1.0
         if template.photo_calib is not None and science.photo_calib is not None:
             scale = template.photo_calib.calibration_mean / science.photo_calib.calibration_mean

@@ -27,7 +27,7 @@ from pydantic import Field
 from tasks.base import Struct, Task, TaskConfig, TaskError
 from tasks.forcedphot.psf_flux import measure_psf_flux, psf_images_at
 from tasks.ids import make_ids
-from tasks.images import Exposure, MaskPlane
+from tasks.images import Exposure, ImageError, bits_from_names
 
 __all__ = [
     "ForcedPhotCcdFromDataFrameConfig",
@@ -188,13 +188,10 @@ class ForcedPhotCcdFromDataFrameTask(Task):
 
     # -- measurement -------------------------------------------------------
     def _bad_mask(self) -> int:
-        bits = 0
-        for name in self.config.badMaskPlanes:
-            try:
-                bits |= int(MaskPlane[name])
-            except KeyError:
-                raise ForcedPhotError(f"unknown mask plane {name!r}") from None
-        return bits
+        try:
+            return bits_from_names(self.config.badMaskPlanes)
+        except ImageError as err:
+            raise ForcedPhotError(str(err)) from None
 
     def run(
         self,

@@ -9,7 +9,7 @@ from tasks.images.exposure import Exposure
 from tasks.images.exposure_io import read_exposure, write_exposure
 from tasks.images.filters import BANDS, Band, get_band, subfilter_wavelengths
 from tasks.images.geom import Box2I
-from tasks.images.mask import MASK_DTYPE, MaskPlane, mask_bits
+from tasks.images.mask import MASK_DTYPE, MaskPlane, bits_from_names, mask_bits
 from tasks.images.persistence import (
     object_from_hdu,
     object_to_hdu,
@@ -39,6 +39,7 @@ __all__ = [
     "Weather",
     "get_band",
     "make_tan_wcs",
+    "bits_from_names",
     "mask_bits",
     "object_from_hdu",
     "object_to_hdu",

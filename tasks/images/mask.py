@@ -11,10 +11,20 @@ Tests such as ``(mask & MaskPlane.SAT) != 0`` work as they are.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 import numpy as np
 
-__all__ = ["MaskPlane", "MASK_DTYPE", "mask_bits", "plane_names", "planes_from_names"]
+from tasks.images.errors import ImageError
+
+__all__ = [
+    "MaskPlane",
+    "MASK_DTYPE",
+    "bits_from_names",
+    "mask_bits",
+    "plane_names",
+    "planes_from_names",
+]
 
 MASK_DTYPE = np.uint32
 
@@ -71,3 +81,29 @@ def planes_from_names(names: dict[str, int]) -> dict[int, int]:
     """
     ours = plane_names()
     return {bit: ours[name] for name, bit in names.items() if name in ours}
+
+
+def bits_from_names(names: Iterable[str]) -> int:
+    """Return the OR of the bits of the named planes (a config's list of plane names).
+
+    Parameters
+    ----------
+    names : iterable of `str`
+        `MaskPlane` names, e.g. ``["NO_DATA", "BAD"]``.
+
+    Returns
+    -------
+    bits : `int`
+
+    Raises
+    ------
+    tasks.images.ImageError
+        Naming the first unknown plane.
+    """
+    bits = 0
+    for name in names:
+        try:
+            bits |= int(MaskPlane[name])
+        except KeyError:
+            raise ImageError(f"unknown mask plane {name!r}") from None
+    return bits
