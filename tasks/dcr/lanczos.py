@@ -30,6 +30,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from tasks.dcr.errors import DcrError
 from tasks.threads import run_in_chunks
 
 __all__ = ["LANCZOS_ORDER", "lanczos_weights", "warp_planes"]
@@ -194,6 +195,11 @@ def warp_planes(
     no_data_bit : `int`
         Bit set in the output mask where no value could be computed.
 
+    Raises
+    ------
+    tasks.dcr.errors.DcrError
+        If the grid has fewer than 2 points along an axis.
+
     Returns
     -------
     image, variance : `numpy.ndarray` (float32)
@@ -203,7 +209,7 @@ def warp_planes(
     """
     gx, gy, map_x, map_y = grid
     if len(gx) < 2 or len(gy) < 2:
-        raise ValueError("the mapping grid needs at least 2 points along each axis")
+        raise DcrError("the mapping grid needs at least 2 points along each axis")
     image = np.ascontiguousarray(image, dtype=np.float32)
     variance = np.ascontiguousarray(variance, dtype=np.float32)
     mask = np.ascontiguousarray(mask, dtype=np.uint32)

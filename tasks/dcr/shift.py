@@ -31,6 +31,7 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from tasks.dcr.errors import DcrError
 from tasks.threads import run_in_chunks
 
 __all__ = [
@@ -319,10 +320,15 @@ def shift_and_sum(
         Output pixels whose interpolation support (the four taps along each
         axis) touched a missing input pixel of any image, or left the image;
         beyond that support the ringing of the filled values is negligible.
+
+    Raises
+    ------
+    tasks.dcr.errors.DcrError
+        If no image is given, shifts and images differ in number, or shapes differ.
     """
     images = [np.asarray(image) for image in images]
     if not images or len(shifts) != len(images):
-        raise ValueError("shift_and_sum needs one (dy, dx) per image, and at least one image")
+        raise DcrError("shift_and_sum needs one (dy, dx) per image, and at least one image")
     shape = images[0].shape
     bad = list(bad) if bad is not None else [None] * len(images)
     if masks is None:
@@ -335,7 +341,7 @@ def shift_and_sum(
     bits = np.uint32(bad_bits)
     for image, (dy, dx), extra, mask in zip(images, shifts, bad, masks, strict=True):
         if image.shape != shape or mask.shape != shape:
-            raise ValueError(f"image or mask shape differs from {shape}")
+            raise DcrError(f"image or mask shape differs from {shape}")
         any_missing = extra is not None and bool(extra.any())
         any_missing |= _count_missing(image, mask, bits) > 0
         if any_missing:

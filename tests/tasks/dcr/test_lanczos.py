@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from tasks.dcr.errors import DcrError
 from tasks.dcr.lanczos import lanczos_weights, warp_planes
 from tasks.images import MaskPlane
 
@@ -109,7 +110,7 @@ def test_missing_pixels_and_edges_become_no_data_exactly_on_the_support():
 
 
 def test_rejects_a_degenerate_grid():
-    with pytest.raises(ValueError, match="at least 2 points"):
+    with pytest.raises(DcrError, match="at least 2 points"):
         warp_planes(
             np.zeros((4, 4)),
             np.ones((4, 4)),

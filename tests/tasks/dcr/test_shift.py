@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from tasks.dcr.shift import fill_bad_pixels, shift_image
+from tasks.dcr.errors import DcrError
+from tasks.dcr.shift import fill_bad_pixels, shift_and_sum, shift_image
 
 
 def gaussian(shape, x0, y0, sigma=2.0, flux=1000.0):
@@ -56,3 +57,13 @@ def test_fill_bad_pixels_uses_neighbours():
     bad[4, 4] = True
     image[4, 4] = np.nan
     assert fill_bad_pixels(image, bad)[4, 4] == pytest.approx(5.0)
+
+
+def test_shift_and_sum_rejects_bad_input():
+    image = np.zeros((8, 8))
+    with pytest.raises(DcrError, match="at least one image"):
+        shift_and_sum([], [])
+    with pytest.raises(DcrError, match="one \\(dy, dx\\) per image"):
+        shift_and_sum([image, image], [(0.1, 0.2)])
+    with pytest.raises(DcrError, match="shape differs"):
+        shift_and_sum([image, np.zeros((8, 9))], [(0.1, 0.2), (0.0, 0.0)])
