@@ -40,7 +40,7 @@ from scipy import ndimage
 
 from tasks.data_layout import DataLayout
 from tasks.dcr.dcr_model import DcrModel
-from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask
+from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask, layout_coadd_refs
 from tasks.dcr.shift import shift_and_sum
 from tasks.dcr.warp import warp_exposure
 from tasks.diffim.detect import DetectAndMeasureTask
@@ -97,17 +97,12 @@ def main() -> None:
     visit = layout.visits()[0]
     science = layout.read_exposure(visit, 0)
     info = science.visit_info
-    skymap = layout.read_skymap()
-    refs = []
     t0 = time.perf_counter()
-    for tract, patch in layout.dcr_patches(info.band):
-        pinfo = skymap[tract].patch_info(patch)
-        for k in layout.dcr_subfilters(tract, patch, info.band):
-            exp = layout.read_exposure_file(layout.dcr_coadd_path(tract, patch, info.band, k))
-            data_id = {"tract": tract, "patch": patch, "subfilter": k}
-            refs.append(
-                CoaddRef(data_id, pinfo.outer_bbox, pinfo.wcs, functools.partial(lambda e: e, exp))
-            )
+    # coadds read into memory now, so the timings below exclude file reading
+    refs = [
+        CoaddRef(r.dataId, r.bbox, r.wcs, functools.partial(lambda e: e, r.get()))
+        for r in layout_coadd_refs(layout, info.band)
+    ]
     n_patches = len({(r.dataId["tract"], r.dataId["patch"]) for r in refs})
     print(
         f"detector {science.bbox.width}x{science.bbox.height}, band {info.band}, airmass "

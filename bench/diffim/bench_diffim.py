@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import pstats
 import sys
 import tempfile
@@ -33,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dcr"))
 from bench_template import simulate  # noqa: E402  (the same 4k survey as bench/dcr)
 
 from tasks.data_layout import DataLayout
-from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask
+from tasks.dcr.get_template import GetDcrTemplateTask, layout_coadd_refs
 from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.evaluate import score_detections
 from tasks.diffim.subtract import SubtractImagesTask
@@ -47,16 +46,7 @@ def template_for(layout: DataLayout, science: Exposure, rebuild: bool) -> Exposu
     if path.exists() and not rebuild:
         return layout.read_exposure_file(path)
     info = science.visit_info
-    skymap = layout.read_skymap()
-    refs = []
-    for tract, patch in layout.dcr_patches(info.band):
-        pinfo = skymap[tract].patch_info(patch)
-        for k in layout.dcr_subfilters(tract, patch, info.band):
-            loader = functools.partial(
-                layout.read_exposure_file, layout.dcr_coadd_path(tract, patch, info.band, k)
-            )
-            data_id = {"tract": tract, "patch": patch, "subfilter": k}
-            refs.append(CoaddRef(data_id, pinfo.outer_bbox, pinfo.wcs, loader))
+    refs = layout_coadd_refs(layout, info.band)
     template = GetDcrTemplateTask().make_template(refs, science.bbox, science.wcs, info).template
     layout.write_exposure_file(template, path)
     return template

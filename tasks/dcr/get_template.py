@@ -13,9 +13,10 @@ reading pixels) and a loader that reads the exposure only when needed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from astropy.wcs import WCS
@@ -27,6 +28,9 @@ from tasks.dcr.errors import DcrError, MissingSubfilterError
 from tasks.dcr.mosaic import Mosaic
 from tasks.dcr.warp import warp_exposure
 from tasks.images import Box2I, Exposure, MaskPlane, PhotoCalib, VisitInfo
+
+if TYPE_CHECKING:
+    from tasks.data_layout import DataLayout
 
 __all__ = ["CoaddRef", "GetDcrTemplateConfig", "GetDcrTemplateTask"]
 
@@ -60,6 +64,34 @@ class CoaddRef:
     def get(self) -> Exposure:
         """Read the exposure (the Rubin ``DeferredDatasetHandle`` spelling)."""
         return self.loader()
+
+
+def layout_coadd_refs(layout: DataLayout, band: str) -> list[CoaddRef]:
+    """Return references to every DCR sub-filter coadd of a band in a layout (read on demand).
+
+    Parameters
+    ----------
+    layout : `tasks.data_layout.DataLayout`
+        The data layout holding the sky map and the coadds.
+    band : `str`
+        Band of the coadds.
+
+    Returns
+    -------
+    refs : `list` [`CoaddRef`]
+        Data ids ``tract``, ``patch``, ``band``, ``subfilter``; patch outer
+        boxes and WCSs from the sky map.
+    """
+    skymap = layout.read_skymap()
+    refs = []
+    for tract, patch in layout.dcr_patches(band):
+        info = skymap[tract].patch_info(patch)
+        for k in layout.dcr_subfilters(tract, patch, band):
+            path = layout.dcr_coadd_path(tract, patch, band, k)
+            data_id = {"tract": tract, "patch": patch, "band": band, "subfilter": k}
+            loader = functools.partial(layout.read_exposure_file, path)
+            refs.append(CoaddRef(data_id, info.outer_bbox, info.wcs, loader))
+    return refs
 
 
 class GetDcrTemplateConfig(TaskConfig):

@@ -9,7 +9,6 @@ are read once and cached in `RunInputs`.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,18 +45,9 @@ class RunInputs:
     def coadd_refs(self, band: str) -> list[Any]:
         """Return references to every DCR sub-filter coadd of a band (read on demand)."""
         if band not in self._coadd_refs:
-            from tasks.dcr.get_template import CoaddRef
+            from tasks.dcr.get_template import layout_coadd_refs
 
-            layout = self.layout
-            skymap = layout.read_skymap()
-            refs = []
-            for tract, patch in layout.dcr_patches(band):
-                info = skymap[tract].patch_info(patch)
-                for k in layout.dcr_subfilters(tract, patch, band):
-                    path = layout.dcr_coadd_path(tract, patch, band, k)
-                    data_id = {"tract": tract, "patch": patch, "band": band, "subfilter": k}
-                    loader = functools.partial(layout.read_exposure_file, path)
-                    refs.append(CoaddRef(data_id, info.outer_bbox, info.wcs, loader))
+            refs = layout_coadd_refs(self.layout, band)
             self._coadd_refs[band] = refs
         return self._coadd_refs[band]
 

@@ -5,12 +5,11 @@ defects, DCR shifts computed with pyerfa and per-source spectral slopes; the
 templates come from its DCR sub-filter coadds through `GetDcrTemplateTask`.
 """
 
-import functools
-
 import numpy as np
 import pytest
 
-from tasks.dcr import CoaddRef, GetDcrTemplateTask
+from tasks.dcr import GetDcrTemplateTask
+from tasks.dcr.get_template import layout_coadd_refs
 from tasks.diffim import DetectAndMeasureTask, SubtractImagesTask
 from tasks.diffim.evaluate import score_detections
 from tasks.simulate.config import SimulationConfig
@@ -22,19 +21,11 @@ def processed(tmp_path_factory):
     root = tmp_path_factory.mktemp("sim")
     truth = simulate_survey(SimulationConfig.tiny(n_visits=2, bands=["g", "r"]), root)
     layout = truth.layout
-    skymap = layout.read_skymap()
     out = []
     for visit in layout.visits():
         exposure = layout.read_exposure(visit, 0)
         band = exposure.visit_info.band
-        refs = []
-        for tract, patch in layout.dcr_patches(band):
-            info = skymap[tract].patch_info(patch)
-            for k in layout.dcr_subfilters(tract, patch, band):
-                path = layout.dcr_coadd_path(tract, patch, band, k)
-                data_id = {"tract": tract, "patch": patch, "subfilter": k}
-                loader = functools.partial(layout.read_exposure_file, path)
-                refs.append(CoaddRef(data_id, info.outer_bbox, info.wcs, loader))
+        refs = layout_coadd_refs(layout, band)
         template = (
             GetDcrTemplateTask()
             .make_template(refs, exposure.bbox, exposure.wcs, exposure.visit_info)
