@@ -8,9 +8,9 @@ adding one line to `SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
+from apdb.cli.dispatch import build_dispatch_parser
 from apdb.errors import ApdbError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -29,20 +29,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every subcommand that can be imported."""
-    parser = argparse.ArgumentParser(prog="apdb", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (module_name, help_text) in SUBCOMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is not None and module_name.startswith(exc.name):
-                continue  # that command is not built yet
-            raise
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.configure_parser(sub_parser)
-        sub_parser.set_defaults(_module=module)
-    return parser
+    """Build the top-level parser with every subcommand."""
+    return build_dispatch_parser("apdb", __doc__.splitlines()[0], SUBCOMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
