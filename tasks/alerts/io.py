@@ -20,6 +20,7 @@ from typing import Any
 import fastavro
 from fastavro.validation import ValidationError
 
+from tasks.alerts.encoder import zigzag
 from tasks.alerts.schema import AlertSchema, AlertSchemaError, load_alert_schema
 
 __all__ = [
@@ -160,17 +161,6 @@ def write_alert_file(
     return path
 
 
-def _zigzag(value: int) -> bytes:
-    """Avro ``long`` encoding (zig-zag varint)."""
-    n = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 class AlertFileWriter:
     """Stream already-serialised alerts into an Avro container file.
 
@@ -227,7 +217,7 @@ class AlertFileWriter:
         if self._codec == "deflate":
             comp = zlib.compressobj(6, zlib.DEFLATED, -15)
             data = comp.compress(data) + comp.flush()
-        self._fh.write(_zigzag(len(self._block)) + _zigzag(len(data)))
+        self._fh.write(zigzag(len(self._block)) + zigzag(len(data)))
         self._fh.write(data)
         self._fh.write(self._sync)
         self._block = []
