@@ -56,6 +56,28 @@ def make_dia_objects(
     return df
 
 
+def _visit_columns(
+    object_ids: np.ndarray,
+    ra: np.ndarray,
+    dec: np.ndarray,
+    visit: int,
+    detector: int,
+    mjd: float,
+    band: str,
+) -> dict[str, object]:
+    """Columns shared by DiaSources and DiaForcedSources of one visit/detector."""
+    n = len(object_ids)
+    return {
+        "diaObjectId": np.asarray(object_ids, dtype=np.int64),
+        "visit": np.full(n, visit, dtype=np.int64),
+        "detector": np.full(n, detector, dtype=np.int16),
+        "band": band,
+        "midpointMjdTai": np.full(n, mjd),
+        "ra": ra,
+        "dec": dec,
+    }
+
+
 def make_dia_sources(
     ids: np.ndarray,
     object_ids: np.ndarray,
@@ -72,13 +94,7 @@ def make_dia_sources(
     return pd.DataFrame(
         {
             "diaSourceId": np.asarray(ids, dtype=np.int64),
-            "diaObjectId": np.asarray(object_ids, dtype=np.int64),
-            "visit": np.full(n, visit, dtype=np.int64),
-            "detector": np.full(n, detector, dtype=np.int16),
-            "band": band,
-            "midpointMjdTai": np.full(n, mjd),
-            "ra": ra,
-            "dec": dec,
+            **_visit_columns(object_ids, ra, dec, visit, detector, mjd, band),
             "raErr": rng.uniform(1e-5, 3e-5, n).astype(np.float32),
             "decErr": rng.uniform(1e-5, 3e-5, n).astype(np.float32),
             "x": rng.uniform(0, 4000, n).astype(np.float32),
@@ -111,13 +127,7 @@ def make_dia_forced_sources(
     return pd.DataFrame(
         {
             "diaForcedSourceId": np.asarray(ids, dtype=np.int64),
-            "diaObjectId": np.asarray(object_ids, dtype=np.int64),
-            "visit": np.full(n, visit, dtype=np.int64),
-            "detector": np.full(n, detector, dtype=np.int16),
-            "band": band,
-            "midpointMjdTai": np.full(n, mjd),
-            "ra": ra,
-            "dec": dec,
+            **_visit_columns(object_ids, ra, dec, visit, detector, mjd, band),
             "psfFlux": rng.normal(100.0, 20.0, n).astype(np.float32),
             "psfFluxErr": rng.uniform(5.0, 15.0, n).astype(np.float32),
             "scienceFlux": rng.normal(5000.0, 50.0, n).astype(np.float32),
