@@ -162,7 +162,10 @@ def mask_bits_near(
     -------
     bits : `numpy.ndarray` of uint32
     """
-    half_arr = np.broadcast_to(np.asarray(half, dtype=np.int64), cx.shape)
+    if np.ndim(half) == 0:  # one square size: gathered at once
+        stamps, inside = _square_stamps(mask, cx, cy, int(half))
+        return np.bitwise_or.reduce(np.where(inside, stamps, 0), axis=(1, 2)).astype(mask.dtype)
+    half_arr = np.asarray(half, dtype=np.int64)
     out = np.zeros(cx.shape, dtype=mask.dtype)
     height, width = mask.shape
     for i, (x0, y0, h) in enumerate(zip(cx, cy, half_arr, strict=True)):
@@ -172,6 +175,23 @@ def mask_bits_near(
         if sub.size:
             out[i] = np.bitwise_or.reduce(sub, axis=None)
     return out
+
+
+def _square_stamps(
+    mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, half: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mask values in the square of half-width ``half`` around each pixel, and which are inside."""
+    cx = np.asarray(cx, dtype=np.int64)
+    cy = np.asarray(cy, dtype=np.int64)
+    height, width = mask.shape
+    offsets = np.arange(-half, half + 1)
+    rows = cy[:, None] + offsets[None, :]
+    cols = cx[:, None] + offsets[None, :]
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+        :, None, :
+    ]
+    stamps = mask[np.clip(rows, 0, height - 1)[:, :, None], np.clip(cols, 0, width - 1)[:, None, :]]
+    return stamps, inside
 
 
 def mask_all_near(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, planes: int) -> np.ndarray:
@@ -193,16 +213,7 @@ def mask_all_near(mask: np.ndarray, cx: np.ndarray, cy: np.ndarray, planes: int)
     -------
     flags : `numpy.ndarray` of bool
     """
-    cx = np.asarray(cx, dtype=np.int64)
-    cy = np.asarray(cy, dtype=np.int64)
-    height, width = mask.shape
-    offsets = np.arange(-1, 2)
-    rows = cy[:, None] + offsets[None, :]
-    cols = cx[:, None] + offsets[None, :]
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
-        :, None, :
-    ]
-    stamps = mask[np.clip(rows, 0, height - 1)[:, :, None], np.clip(cols, 0, width - 1)[:, None, :]]
+    stamps, inside = _square_stamps(mask, cx, cy, 1)
     flagged = ((stamps & planes) != 0) | ~inside
     return flagged.all(axis=(1, 2)) & inside.any(axis=(1, 2))
 
