@@ -14,7 +14,7 @@ from scipy import ndimage, signal
 from tasks.diffim.detect import _filtered_without_models
 from tasks.diffim.fftconv import TiledSpectrum, convolve_same
 from tasks.diffim.kernel import MatchingKernel, alard_lupton_basis
-from tasks.diffim.measure import subtract_psf_models
+from tasks.diffim.measure import mask_bits_near, subtract_psf_models
 from tasks.diffim.peaks import filter_image, find_peaks
 from tasks.diffim.pixel_loops import dilate_box
 
@@ -140,3 +140,14 @@ def test_second_pass_filtered_residual_by_linearity():
     expected = filter_image(residual, variance, kernel, bad)
     got = _filtered_without_models(first, psf_images, x, y, flux)
     assert np.abs(got - expected.filtered).max() < 1e-3 * np.abs(expected.filtered).max()
+
+
+def test_gathered_centre_mask_bits_equal_the_per_source_squares():
+    rng = np.random.default_rng(0)
+    mask = (rng.integers(0, 2, (50, 60)) * rng.integers(1, 256, (50, 60))).astype(np.uint32)
+    cx, cy = rng.integers(0, 60, 400), rng.integers(0, 50, 400)
+    for half in (1, 2):
+        gathered = mask_bits_near(mask, cx, cy, half)
+        per_source = mask_bits_near(mask, cx, cy, np.full(len(cx), half))
+        np.testing.assert_array_equal(gathered, per_source)
+    assert mask_bits_near(mask, cx, cy, 1).any()
