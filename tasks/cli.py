@@ -14,12 +14,11 @@ from apdb.cli.dispatch import build_dispatch_parser
 
 __all__ = ["main", "SUBCOMMANDS"]
 
-# subcommand name -> (module, one-line help).  Modules are imported lazily so
-# that ``apdb-pipeline --help`` stays fast and one broken task cannot break
-# the others' commands.
+# subcommand name -> (module, one-line help); each module is imported when the
+# parser is built (see apdb.cli.dispatch).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("tasks.simulate.cli", "Simulate a small survey with known truth."),
-    "associate": ("tasks.association.cli", "Associate one visit/detector against an APDB."),
+    "associate": ("tasks.pipeline.associate", "Associate one visit/detector against an APDB."),
     "run": ("tasks.pipeline.cli", "Run the whole per-visit pipeline on a data directory."),
     "demo": ("tasks.pipeline.demo", "Simulate a small survey and run the pipeline on it."),
 }

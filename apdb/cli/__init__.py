@@ -15,7 +15,8 @@ from apdb.errors import ApdbError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
-# subcommand name -> (module, one-line help); imported lazily.
+# subcommand name -> (module, one-line help); each module is imported when the
+# parser is built (see apdb.cli.dispatch).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "create": ("apdb.cli.create", "Create an APDB (schema at the newest revision)."),
     "upgrade": ("apdb.cli.upgrade", "Upgrade the schema of an APDB (default: to head)."),

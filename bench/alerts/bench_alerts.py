@@ -24,7 +24,7 @@ import pandas as pd
 
 from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
 from tasks.alerts.io import read_alert_file
-from tasks.ids import make_ids
+from tasks.core.ids import make_ids
 from tasks.images import Exposure, PhotoCalib, make_tan_wcs
 
 

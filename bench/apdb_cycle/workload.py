@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tasks.ids import make_ids
+from tasks.core.ids import make_ids
 
 BANDS = "ugrizy"
 DETECTOR = 42

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.dcr.dcr_model import DcrModel
 from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask, layout_coadd_refs
 from tasks.dcr.shift import shift_and_sum

@@ -31,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dcr"))
 from bench_template import simulate  # noqa: E402  (the same 4k survey as bench/dcr)
 
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.dcr.get_template import GetDcrTemplateTask, layout_coadd_refs
 from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.evaluate import score_detections

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.dcr import CoaddRef, GetDcrTemplateTask
 from tasks.diffim import DetectAndMeasureTask, SubtractImagesTask
 from tasks.diffim.evaluate import score_detections

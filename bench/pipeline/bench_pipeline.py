@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from apdb import Apdb
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.pipeline.runner import RunSummary
 from tasks.pipeline.stages import RunInputs
 from tasks.pipeline.visit import STAGES, ProcessVisitConfig, ProcessVisitTask

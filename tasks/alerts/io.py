@@ -110,7 +110,7 @@ def validate_alert(alert: dict[str, Any], schema: AlertSchema | None = None) -> 
 
 
 def alert_file_name(visit: int, detector: int) -> str:
-    """Name of the alert file of one visit/detector (as in `tasks.data_layout`)."""
+    """Name of the alert file of one visit/detector (as in `tasks.data.layout`)."""
     return f"visit_{int(visit):07d}_det_{int(detector):03d}.avro"
 
 

@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = [
     "AlertProducer",

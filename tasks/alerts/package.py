@@ -39,7 +39,7 @@ from tasks.alerts.history import prepare_inputs
 from tasks.alerts.io import AlertFileWriter, AlertValidationError, alert_file_name, validate_alert
 from tasks.alerts.records import frame_to_records
 from tasks.alerts.schema import AlertSchema, load_alert_schema
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
 
 __all__ = ["PackageAlertsConfig", "PackageAlertsTask"]
 

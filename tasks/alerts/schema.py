@@ -22,7 +22,7 @@ from typing import Any
 import fastavro
 from fastavro.repository.base import SchemaRepositoryError
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = [
     "AlertSchema",

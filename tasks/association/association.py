@@ -28,7 +28,7 @@ from tasks.association.skygeom import (
     tangent_offsets_arcsec,
     unit_vectors,
 )
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
 
 __all__ = ["AssociationConfig", "AssociationTask", "AssociationError", "CandidatePairs"]
 
@@ -92,7 +92,7 @@ class AssociationTask(Task):
 
         Returns
         -------
-        result : `tasks.base.Struct`
+        result : `tasks.core.base.Struct`
             ``matchedDiaSources`` (input rows with ``diaObjectId`` set),
             ``unAssocDiaSources`` (input rows without a match, ``diaObjectId`` NA),
             ``droppedDiaSources`` (rows with non-finite coordinates),

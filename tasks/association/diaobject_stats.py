@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.association.skygeom import unit_vectors, vectors_to_radec
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = [
     "BANDS",

@@ -30,7 +30,7 @@ from tasks.association.skygeom import (
     tangent_offsets_arcsec,
     unit_vectors,
 )
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
 
 if TYPE_CHECKING:
     from tasks.images import Exposure
@@ -81,7 +81,7 @@ class SsSingleFrameAssociationTask(Task):
 
         Returns
         -------
-        result : `tasks.base.Struct`
+        result : `tasks.core.base.Struct`
             ``ssoAssocDiaSources`` (sources with ``ssObjectId`` set and
             ``diaObjectId`` NA), ``unAssocDiaSources``, ``associatedSsSources``
             (SSSource rows), ``unassociatedSsObjects`` (SSOs on the exposure
@@ -113,7 +113,7 @@ class SsSingleFrameAssociationTask(Task):
 
         Returns
         -------
-        result : `tasks.base.Struct`
+        result : `tasks.core.base.Struct`
             As for `run`.
         """
         with self.timer("ssoAssociation"):

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from tasks.base import TaskError
 from tasks.characterize.aperture import aperture_flux
 from tasks.characterize.chebyshev import ChebyshevBoundedField
+from tasks.core.base import TaskError
 from tasks.forcedphot.psf_flux import measure_psf_flux, psf_images_at
 from tasks.images.persistence import register_persistable
 

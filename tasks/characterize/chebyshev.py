@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = ["ChebyshevBoundedField", "chebyshev_basis", "term_orders"]
 

@@ -18,12 +18,12 @@ import pandas as pd
 from pydantic import Field
 from scipy.spatial import cKDTree
 
-from tasks.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
 from tasks.characterize.apcorr import ApCorrMap, measure_aperture_corrections
 from tasks.characterize.chebyshev import term_orders
 from tasks.characterize.isolated import load_table, select_and_concat
 from tasks.characterize.psf_fit import STAMP_MARGIN, fit_pixel_grid_psf
 from tasks.characterize.psf_model import PixelGridPsf
+from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
 from tasks.images import Exposure, bits_from_names
 
@@ -394,12 +394,12 @@ class FinalizeCharacterizationTask(Task):
         The data-layout form of Rubin's ``runQuantum``: the calibrated
         exposures of the detectors in ``src_dict`` and every tract's
         isolated-star tables are read from ``layout``
-        (`tasks.data_layout.DataLayout`), `run` is called, and the outputs are
+        (`tasks.data.layout.DataLayout`), `run` is called, and the outputs are
         written with `tasks.characterize.persist.write_final_characterization`.
 
         Parameters
         ----------
-        layout : `tasks.data_layout.DataLayout`
+        layout : `tasks.data.layout.DataLayout`
             The data directory.
         visit : `int`
             Visit id.

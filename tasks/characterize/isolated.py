@@ -5,7 +5,7 @@ star, ``isolated_star_id``, ``ra``, ``dec``, optionally ``nsource_{band}``)
 and its sources (``isolated_star_sources``: one row per star per visit and
 detector, with ``obj_index`` pointing at the star's row, ``visit``,
 ``detector``, ``band``, ``x``, ``y``) are described in the data layout
-(`tasks.data_layout`).  A deterministic fraction of the stars of each tract
+(`tasks.data.layout`).  A deterministic fraction of the stars of each tract
 and band is reserved from the PSF fit to validate it; the random generator
 is seeded from a hash of band and tract, so every visit reserves the same
 stars.
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = ["load_table", "reserve_mask", "reserve_seed", "select_and_concat"]
 

@@ -1,7 +1,7 @@
 """Reading and writing the outputs of the final characterization.
 
 Per visit and detector, under the data layout's output directory
-(`tasks.data_layout.DataLayout.output_path`)::
+(`tasks.data.layout.DataLayout.output_path`)::
 
     outputs/visit_VVVVVVV/det_DDD/finalized_psf_apcorr.fits   PSF + aperture-correction map
     outputs/visit_VVVVVVV/det_DDD/finalized_src.parquet       sources with calib_psf_* flags
@@ -20,8 +20,8 @@ from typing import Any
 import pandas as pd
 from astropy.io import fits
 
-from tasks.base import Struct, TaskError
 from tasks.characterize.apcorr import ApCorrMap
+from tasks.core.base import Struct, TaskError
 from tasks.images import Psf, object_from_hdu, object_to_hdu
 
 __all__ = [
@@ -79,7 +79,7 @@ def write_final_characterization(layout: Any, visit: int, result: Struct) -> lis
 
     Parameters
     ----------
-    layout : `tasks.data_layout.DataLayout`
+    layout : `tasks.data.layout.DataLayout`
         Where to write.
     visit : `int`
         Visit id.

@@ -14,10 +14,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
 from tasks.characterize.psf_model import PixelGridPsf
 from tasks.characterize.resample import fft_shift_stamps
+from tasks.core.base import TaskError
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
 
 __all__ = ["STAMP_MARGIN", "PsfFitError", "PsfFitResult", "fit_pixel_grid_psf"]

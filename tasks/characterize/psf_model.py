@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from tasks.base import TaskError
 from tasks.characterize.chebyshev import chebyshev_basis, term_orders
 from tasks.characterize.resample import fourier_shift_ramps
+from tasks.core.base import TaskError
 from tasks.forcedphot.psf_flux import central_pixel
 from tasks.images.persistence import register_persistable
 from tasks.images.psf import Psf

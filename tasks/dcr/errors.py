@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = ["DcrError", "WavelengthRangeError", "MissingSubfilterError", "EmptyPatchError"]
 

@@ -22,7 +22,7 @@ import numpy as np
 from astropy.wcs import WCS
 from pydantic import Field
 
-from tasks.base import NoWorkFound, Struct, Task, TaskConfig
+from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig
 from tasks.dcr.dcr_model import DcrModel
 from tasks.dcr.errors import DcrError, MissingSubfilterError
 from tasks.dcr.mosaic import Mosaic
@@ -30,7 +30,7 @@ from tasks.dcr.warp import warp_exposure
 from tasks.images import Box2I, Exposure, MaskPlane, PhotoCalib, VisitInfo
 
 if TYPE_CHECKING:
-    from tasks.data_layout import DataLayout
+    from tasks.data.layout import DataLayout
 
 __all__ = ["CoaddRef", "GetDcrTemplateConfig", "GetDcrTemplateTask"]
 
@@ -71,7 +71,7 @@ def layout_coadd_refs(layout: DataLayout, band: str) -> list[CoaddRef]:
 
     Parameters
     ----------
-    layout : `tasks.data_layout.DataLayout`
+    layout : `tasks.data.layout.DataLayout`
         The data layout holding the sky map and the coadds.
     band : `str`
         Band of the coadds.

@@ -30,8 +30,8 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from tasks.core.threads import run_in_chunks
 from tasks.dcr.errors import DcrError
-from tasks.threads import run_in_chunks
 
 __all__ = ["LANCZOS_ORDER", "lanczos_weights", "warp_planes"]
 

@@ -14,7 +14,7 @@ import math
 import numba
 import numpy as np
 
-from tasks.threads import run_in_chunks
+from tasks.core.threads import run_in_chunks
 
 __all__ = ["Mosaic"]
 

@@ -31,8 +31,8 @@ import numba
 import numpy as np
 from scipy import ndimage
 
+from tasks.core.threads import run_in_chunks
 from tasks.dcr.errors import DcrError
-from tasks.threads import run_in_chunks
 
 __all__ = [
     "fill_bad_pixels",

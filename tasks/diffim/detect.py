@@ -9,7 +9,7 @@ flags pixels, and pairs a positive and a negative peak closer than
 
 On a difference image (pass the ``science`` exposure) the rows use the APDB
 ``DiaSource`` column names (Contract E): ``diaSourceId`` from
-`tasks.ids.make_ids`, ``psfFlux``/``psfFluxErr`` on the difference and
+`tasks.core.ids.make_ids`, ``psfFlux``/``psfFluxErr`` on the difference and
 ``scienceFlux``/``scienceFluxErr`` on the science image, in nJy.  On a
 science image (``science=None``) the same columns form the ``src`` table
 that the final characterization reads (``x``, ``y``, ``snr``, ``psfFlux``,
@@ -25,7 +25,8 @@ from pydantic import Field
 from scipy import signal
 from scipy.spatial import cKDTree
 
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.ids import make_ids
 from tasks.diffim.measure import (
     extract_stamps,
     mask_all_near,
@@ -43,7 +44,6 @@ from tasks.diffim.systematics import (
     filtered_with_gradients,
     flux_change_significance,
 )
-from tasks.ids import make_ids
 from tasks.images import Exposure, MaskPlane, bits_from_names
 
 __all__ = ["DetectAndMeasureConfig", "DetectAndMeasureTask", "PIXEL_FLAGS"]

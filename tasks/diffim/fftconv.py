@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import fft as sp_fft
 
-from tasks.threads import thread_count
+from tasks.core.threads import thread_count
 
 __all__ = ["TiledSpectrum", "convolve_same"]
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.spatial import cKDTree
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.diffim.fftconv import TiledSpectrum
 
 __all__ = [

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tasks.threads import run_in_chunks
+from tasks.core.threads import run_in_chunks
 
 __all__ = [
     "add_stamps",

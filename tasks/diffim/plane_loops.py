@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from tasks.threads import run_in_chunks
+from tasks.core.threads import run_in_chunks
 
 __all__ = ["assemble_difference", "prepare_template", "science_on_template_grid"]
 

@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
 from tasks.diffim.fftconv import TiledSpectrum
 from tasks.diffim.kernel import (
     KernelFitError,

@@ -24,9 +24,9 @@ import pandas as pd
 from astropy.time import Time
 from pydantic import Field
 
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.ids import make_ids
 from tasks.forcedphot.psf_flux import measure_psf_flux, psf_images_at
-from tasks.ids import make_ids
 from tasks.images import Exposure, ImageError, bits_from_names
 
 __all__ = [
@@ -302,7 +302,7 @@ class ForcedPhotCcdFromDataFrameTask(Task):
         -------
         dia_forced_sources : `pandas.DataFrame`
             One row per DiaObject on the detector, APDB DiaForcedSource
-            columns (``diaForcedSourceId`` from `tasks.ids.make_ids`).
+            columns (``diaForcedSourceId`` from `tasks.core.ids.make_ids`).
         """
         frames = [dia_objects] if isinstance(dia_objects, pd.DataFrame) else list(dia_objects)
         if exposure.visit_info is None or exposure.detector is None:

@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     from sqlalchemy.exc import SQLAlchemyError
 
     from apdb.errors import ApdbError
-    from tasks.data_layout import DataLayout
+    from tasks.data.layout import DataLayout
     from tasks.pipeline.runner import run_pipeline
     from tasks.pipeline.visit import ProcessVisitConfig
 

@@ -57,7 +57,7 @@ def _busiest_object(url: str) -> str:
 
 def main(args: argparse.Namespace) -> int:
     """Simulate (if needed), run the pipeline, print where the results are."""
-    from tasks.data_layout import DataLayout
+    from tasks.data.layout import DataLayout
     from tasks.pipeline.cli import open_apdb
     from tasks.pipeline.runner import run_pipeline
     from tasks.pipeline.visit import ProcessVisitConfig

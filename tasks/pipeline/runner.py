@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.pipeline.stages import RunInputs
 from tasks.pipeline.visit import STAGES, ProcessVisitConfig, ProcessVisitTask
 

@@ -14,15 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.base import NoWorkFound, TaskError
-from tasks.data_layout import DataLayout
+from tasks.core.base import NoWorkFound, TaskError
+from tasks.data.layout import DataLayout
 from tasks.images import Exposure
 
-__all__ = ["RunInputs", "StageUnavailableError", "detect", "subtract", "dcr_template"]
-
-
-class StageUnavailableError(TaskError):
-    """A stage's module is not installed or not built yet."""
+__all__ = ["RunInputs", "detect", "subtract", "dcr_template"]
 
 
 @dataclass
@@ -63,7 +59,7 @@ def detect(task: Any, exposure: Exposure, science: Exposure | None = None) -> pd
 
     Parameters
     ----------
-    task : `tasks.base.Task`
+    task : `tasks.core.base.Task`
         The detection task.
     exposure : `tasks.images.Exposure`
         A science image (gives the single-frame ``src`` table of the final

@@ -11,22 +11,23 @@ carries the counts the run summary adds up.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from pydantic import Field
 
 from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
-from tasks.base import NoWorkFound, Struct, Task, TaskConfig
 from tasks.characterize import (
     FinalizeCharacterizationConfig,
     FinalizeCharacterizationTask,
     write_final_characterization,
 )
+from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig
 from tasks.dcr.get_template import GetDcrTemplateConfig, GetDcrTemplateTask
-from tasks.diapipe import DiaPipelineConfig, DiaPipelineTask
+from tasks.diffim.detect import DetectAndMeasureTask
+from tasks.diffim.subtract import SubtractImagesTask
 from tasks.pipeline import stages
-from tasks.pipeline.stages import RunInputs, StageUnavailableError
+from tasks.pipeline.diapipe import DiaPipelineConfig, DiaPipelineTask
+from tasks.pipeline.stages import RunInputs
 
 __all__ = ["STAGES", "ProcessVisitConfig", "ProcessVisitTask"]
 
@@ -42,24 +43,6 @@ STAGES = (
     "writeOutputs",
 )
 """Stage names, in order (keys of the per-stage timings)."""
-
-# (module, task class) of stages whose owners' modules may be absent
-_OPTIONAL_TASKS = {
-    "detection": ("tasks.diffim.detect", "DetectAndMeasureTask"),
-    "subtraction": ("tasks.diffim.subtract", "SubtractImagesTask"),
-}
-
-
-def _optional_task(kind: str, parent: Task, name: str) -> Any:
-    module_name, class_name = _OPTIONAL_TASKS[kind]
-    try:
-        module = importlib.import_module(module_name)
-        task_class = getattr(module, class_name)
-    except (ImportError, AttributeError) as exc:
-        raise StageUnavailableError(
-            f"{kind} ({module_name}.{class_name}) is not available: {exc}"
-        ) from exc
-    return task_class(name=name, parentTask=parent)
 
 
 class ProcessVisitConfig(TaskConfig):
@@ -110,17 +93,17 @@ class ProcessVisitTask(Task):
         self._subtraction = None
 
     @property
-    def detection(self) -> Any:
+    def detection(self) -> DetectAndMeasureTask:
         """The detection task (built on first use)."""
         if self._detection is None:
-            self._detection = _optional_task("detection", self, "detection")
+            self._detection = DetectAndMeasureTask(name="detection", parentTask=self)
         return self._detection
 
     @property
-    def subtraction(self) -> Any:
+    def subtraction(self) -> SubtractImagesTask:
         """The subtraction task (built on first use)."""
         if self._subtraction is None:
-            self._subtraction = _optional_task("subtraction", self, "subtraction")
+            self._subtraction = SubtractImagesTask(name="subtraction", parentTask=self)
         return self._subtraction
 
     def run(self, inputs: RunInputs, visit: int, detector: int, apdb: Any) -> Struct:

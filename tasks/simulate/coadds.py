@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.base import Struct
+from tasks.core.base import Struct
+from tasks.data.skymap import PatchInfo
 from tasks.images.calib import PhotoCalib
 from tasks.images.exposure import Exposure
 from tasks.images.psf import GaussianPsf
@@ -23,7 +24,6 @@ from tasks.simulate.config import SimulationConfig
 from tasks.simulate.refraction import sed_subfilter_fractions
 from tasks.simulate.render import render_sources
 from tasks.simulate.sources import mean_fluxes
-from tasks.skymap import PatchInfo
 
 __all__ = ["coadd_psf", "coadd_noise_sigma", "render_patch_coadds"]
 
@@ -50,7 +50,7 @@ def render_patch_coadds(
 
     Returns
     -------
-    result : `tasks.base.Struct`
+    result : `tasks.core.base.Struct`
         ``subfilters`` (list of `Exposure`, bluest first), ``deep``
         (`Exposure`), ``model`` (noiseless broadband image, nJy).
     """

@@ -7,6 +7,7 @@ import math
 import numpy as np
 from astropy.wcs import WCS
 
+from tasks.data.skymap import SkyMap, SkyMapConfig
 from tasks.images.calib import PhotoCalib
 from tasks.images.geom import Box2I
 from tasks.images.psf import DoubleGaussianPsf
@@ -14,7 +15,6 @@ from tasks.images.visit_info import VisitInfo
 from tasks.images.wcs_utils import make_tan_wcs
 from tasks.simulate.config import SimulationConfig
 from tasks.simulate.observing import PlannedVisit
-from tasks.skymap import SkyMap, SkyMapConfig
 
 __all__ = [
     "STREAMS",

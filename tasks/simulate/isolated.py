@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
+from tasks.data.skymap import TractInfo
 from tasks.simulate.config import SimulationConfig
-from tasks.skymap import TractInfo
 
 __all__ = ["find_isolated_stars", "isolated_star_tables"]
 

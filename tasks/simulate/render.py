@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from astropy.wcs import WCS
 
-from tasks.base import Struct
+from tasks.core.base import Struct
 from tasks.images.calib import PhotoCalib
 from tasks.images.errors import ImageError
 from tasks.images.exposure import Exposure
@@ -171,7 +171,7 @@ def add_defects(
 
     Returns
     -------
-    result : `tasks.base.Struct`
+    result : `tasks.core.base.Struct`
         ``bad_columns`` (column indices), ``cosmic_rays`` (``(n, 2)`` start
         pixels ``(row, col)``) and ``saturated`` (boolean pixel map).
     """
@@ -257,7 +257,7 @@ def render_exposure(
 
     Returns
     -------
-    result : `tasks.base.Struct`
+    result : `tasks.core.base.Struct`
         ``exposure`` (`Exposure`), ``model`` (noiseless float64 image in
         counts), ``source_saturated`` (per source: its central pixel is
         saturated), ``defects`` (from `add_defects`).

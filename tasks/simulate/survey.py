@@ -1,4 +1,4 @@
-"""Simulate a whole survey and write it in the data layout (`tasks.data_layout`).
+"""Simulate a whole survey and write it in the data layout (`tasks.data.layout`).
 
 `simulate_survey` plans the visits, draws the objects, renders every
 visit/detector and the coadds, and writes exposures, coadds, isolated-star
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from astropy.wcs import WCS
 
-from tasks.base import Struct
-from tasks.data_layout import DataLayout, visit_info_to_row
+from tasks.core.base import Struct
+from tasks.data.layout import DataLayout, visit_info_to_row
 from tasks.images.psf import Psf, nearest_pixel
 from tasks.images.visit_info import VisitInfo
 from tasks.images.wcs_utils import sky_direction_in_pixels
@@ -218,7 +218,7 @@ def simulate_survey(
 
     Returns
     -------
-    truth : `tasks.base.Struct`
+    truth : `tasks.core.base.Struct`
         ``objects`` (per-object truth), ``sources`` (per visit/detector truth:
         true ra/dec at the visit, rendered ``x, y`` including the DCR shift,
         ``flux`` in nJy, ``instFlux`` in counts, ``saturated``), ``visits``

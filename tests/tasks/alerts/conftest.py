@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.ids import make_ids
+from tasks.core.ids import make_ids
 from tasks.images import Exposure, PhotoCalib, make_tan_wcs
 
 CALIB = 2.5  # nJy per count

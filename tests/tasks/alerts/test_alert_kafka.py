@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import make_scene
 
 from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
 from tasks.alerts.io import read_alert_file
@@ -15,6 +14,7 @@ from tasks.alerts.kafka import (
     decode_confluent,
     kafka_settings_from_env,
 )
+from tests.tasks.alerts.conftest import make_scene
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.nddata import CCDData
-from conftest import CALIB, DETECTOR, VISIT, make_scene
 
 from tasks.alerts import PackageAlertsConfig, PackageAlertsTask
 from tasks.alerts.io import AlertValidationError, read_alert_file, validate_alert
+from tests.tasks.alerts.conftest import CALIB, DETECTOR, VISIT, make_scene
 
 
 def run_task(tmp_path, scene, **config):

@@ -12,7 +12,7 @@ from tasks.association.diaobject_stats import (
     compute_dia_object_stats,
     compute_forced_flux_stats,
 )
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 
 def make_history(n_objects=40, seed=3):

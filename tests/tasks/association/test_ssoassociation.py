@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.association import SsSingleFrameAssociationTask
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.images import Box2I, Exposure, make_tan_wcs
 
 ARCSEC = 1.0 / 3600.0

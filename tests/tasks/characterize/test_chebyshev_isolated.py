@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.base import TaskError
 from tasks.characterize.apcorr import PSF_FLUX_FIELD, ApCorrMap
 from tasks.characterize.aperture import aperture_flux
 from tasks.characterize.chebyshev import ChebyshevBoundedField, term_orders
 from tasks.characterize.isolated import reserve_mask, select_and_concat
+from tasks.core.base import TaskError
 from tasks.images import object_from_hdu, object_to_hdu
 
 BOX = (-0.5, -0.5, 2047.5, 4095.5)

@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.base import NoWorkFound
 from tasks.characterize.aperture import aperture_weights
 from tasks.characterize.finalize import FinalizeCharacterizationTask
 from tasks.characterize.psf_model import PixelGridPsf, adaptive_moments
+from tasks.core.base import NoWorkFound
 from tasks.forcedphot.psf_flux import central_pixel, gather_stamps
 
 VISIT, DET = 1234, 3

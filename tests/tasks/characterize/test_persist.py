@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from tasks.base import TaskError
 from tasks.characterize.finalize import FinalizeCharacterizationTask
 from tasks.characterize.persist import (
     read_final_psf_and_ap_corr_map,
@@ -9,7 +8,8 @@ from tasks.characterize.persist import (
     summary_path,
     write_final_characterization,
 )
-from tasks.data_layout import DataLayout
+from tasks.core.base import TaskError
+from tasks.data.layout import DataLayout
 from tasks.images import Exposure
 
 

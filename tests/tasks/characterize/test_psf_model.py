@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from tasks.base import TaskError
 from tasks.characterize.psf_fit import PsfFitError, fit_pixel_grid_psf
 from tasks.characterize.psf_model import PixelGridPsf, adaptive_moments
+from tasks.core.base import TaskError
 from tasks.images import GaussianPsf, psf_from_hdu, psf_to_hdu
 
 

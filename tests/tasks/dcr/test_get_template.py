@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from astropy.time import Time
 
-from tasks.base import NoWorkFound
+from tasks.core.base import NoWorkFound
 from tasks.dcr.errors import EmptyPatchError, MissingSubfilterError
 from tasks.dcr.get_template import CoaddRef, GetDcrTemplateTask
 from tasks.dcr.warp import pixel_mapping, warp_exposure

@@ -4,7 +4,7 @@ import erfa
 import numpy as np
 import pytest
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.dcr.errors import DcrError, WavelengthRangeError
 from tasks.dcr.refraction import (
     default_weather,

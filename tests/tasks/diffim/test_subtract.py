@@ -11,9 +11,9 @@ import pytest
 from astropy.time import Time
 
 from apdb.schema import table_columns
+from tasks.core.ids import split_ids
 from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.subtract import SubtractImagesConfig, SubtractImagesTask
-from tasks.ids import split_ids
 from tasks.images import (
     Box2I,
     DoubleGaussianPsf,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from astropy.time import Time
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.evaluate import expected_change_snr
 from tasks.diffim.peaks import filter_image

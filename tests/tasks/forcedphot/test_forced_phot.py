@@ -5,8 +5,8 @@ import pytest
 from apdb.schema import required_columns, table_columns
 from tasks.characterize.apcorr import PSF_FLUX_ERR_FIELD, PSF_FLUX_FIELD, ApCorrMap
 from tasks.characterize.chebyshev import ChebyshevBoundedField
+from tasks.core.ids import split_ids
 from tasks.forcedphot import ForcedPhotCcdFromDataFrameTask, ForcedPhotError
-from tasks.ids import split_ids
 from tasks.images import Box2I, GaussianPsf
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.images import ImageError, MaskPlane, bits_from_names
 
 

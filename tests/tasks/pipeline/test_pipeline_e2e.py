@@ -20,7 +20,7 @@ from astropy.time import Time
 from apdb import Apdb
 from tasks.alerts.io import read_alert_file, validate_alert
 from tasks.alerts.schema import load_alert_schema
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.images import MaskPlane
 from tasks.pipeline.runner import run_pipeline
 from tasks.pipeline.visit import ProcessVisitConfig

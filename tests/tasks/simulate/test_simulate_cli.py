@@ -3,7 +3,7 @@ import argparse
 import pytest
 
 from tasks.cli import main as pipeline_main
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.simulate.cli import config_from_args, configure_parser
 
 

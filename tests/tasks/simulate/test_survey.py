@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
-from tasks.data_layout import DataLayout
+from tasks.data.layout import DataLayout
 from tasks.images import Box2I, MaskPlane
 from tasks.images.wcs_utils import sky_direction_in_pixels
 from tasks.simulate import SimulationConfig, render_sources, simulate_survey

@@ -43,7 +43,7 @@ from tasks.association.ssoassociation import (
     SsSingleFrameAssociationConfig,
     SsSingleFrameAssociationTask,
 )
-from tasks.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Struct, Task, TaskConfig, TaskError
 from tasks.forcedphot import ForcedPhotCcdFromDataFrameConfig, ForcedPhotCcdFromDataFrameTask
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ class DiaPipelineTask(Task):
 
         Returns
         -------
-        result : `tasks.base.Struct`
+        result : `tasks.core.base.Struct`
             ``associatedDiaSources`` (every stored DiaSource of this visit),
             ``newDiaObjects``, ``diaObjects`` (new/updated latest versions),
             ``loadedDiaObjects``, ``diaForcedSources``, ``ssSources``,

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from tasks.data.skymap import SkyMap, SkyMapConfig, SkyMapError
 from tasks.images import Box2I, make_tan_wcs
-from tasks.skymap import SkyMap, SkyMapConfig, SkyMapError
 
 
 def _skymap():

@@ -1,4 +1,4 @@
-"""Tests of the task framework (tasks.base)."""
+"""Tests of the task framework (tasks.core.base)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime
 import pytest
 from pydantic import Field, ValidationError
 
-from tasks.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
+from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig, TaskError
 
 
 class LeafConfig(TaskConfig):

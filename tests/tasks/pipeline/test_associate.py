@@ -12,8 +12,8 @@ from astropy.time import Time
 from apdb import Apdb
 from tasks.cli import build_parser
 from tasks.cli import main as cli_main
-from tasks.data_layout import DataLayout
-from tasks.ids import make_ids
+from tasks.core.ids import make_ids
+from tasks.data.layout import DataLayout
 from tasks.images import Box2I, Exposure, GaussianPsf, PhotoCalib, VisitInfo, make_tan_wcs
 
 ARCSEC = 1.0 / 3600.0

@@ -1,6 +1,6 @@
 """``apdb-pipeline associate``: run the DIA pipeline for one visit/detector against an APDB.
 
-Inputs come from the documented data layout (`tasks.data_layout.DataLayout`):
+Inputs come from the documented data layout (`tasks.data.layout.DataLayout`):
 
 - the science exposure ``exposures/visit_V/det_D.fits`` (WCS, visit info, PSF);
 - the DiaSource table ``outputs/visit_V/det_D/diaSources.parquet`` (or ``--dia-sources``);
@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["configure_parser", "main"]
 
-_log = logging.getLogger("tasks.association.cli")
+_log = logging.getLogger("tasks.pipeline.associate")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -54,9 +54,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Run association for one visit/detector; print a JSON summary; return the exit status."""
     from apdb import Apdb, ApdbError
-    from tasks.base import TaskError
-    from tasks.data_layout import DataLayout
-    from tasks.diapipe import DiaPipelineConfig, DiaPipelineTask
+    from tasks.core.base import TaskError
+    from tasks.data.layout import DataLayout
+    from tasks.pipeline.diapipe import DiaPipelineConfig, DiaPipelineTask
 
     layout = DataLayout(args.data_dir, output_root=args.output_dir)
     visit, detector = args.visit, args.detector

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 
 __all__ = ["MAX_DETECTORS", "SEQUENCE_BITS", "make_ids", "split_ids"]
 

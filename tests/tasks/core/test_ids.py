@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from tasks.base import TaskError
-from tasks.ids import make_ids, split_ids
+from tasks.core.base import TaskError
+from tasks.core.ids import make_ids, split_ids
 
 
 def test_ids_round_trip_and_unique():

@@ -22,9 +22,9 @@ from astropy.time import Time
 from apdb import Apdb
 from apdb.sky import Cone
 from tasks.association.diaobject_stats import BANDS
-from tasks.diapipe import DiaPipelineError, DiaPipelineTask, VisitAlreadyStoredError
-from tasks.ids import make_ids
+from tasks.core.ids import make_ids
 from tasks.images import Box2I, Exposure, GaussianPsf, PhotoCalib, VisitInfo, make_tan_wcs
+from tasks.pipeline.diapipe import DiaPipelineError, DiaPipelineTask, VisitAlreadyStoredError
 
 ARCSEC = 1.0 / 3600.0
 SIZE = 512

@@ -5,7 +5,7 @@ tables are Parquet::
 
     ROOT/
       survey.yaml                      free-form description (the simulator writes its config)
-      skymap.yaml                      sky-map definition (`tasks.skymap.SkyMapConfig`)
+      skymap.yaml                      sky-map definition (`tasks.data.skymap.SkyMapConfig`)
       visits.parquet                   one row per visit (see VISIT_COLUMNS)
       exposures/visit_VVVVVVV/det_DDD.fits             science exposure per visit/detector
       coadds/dcr/tract_T/patch_P/BAND/subfilter_K.fits DCR sub-filter coadd (K = 0 .. n-1)
@@ -37,11 +37,11 @@ import pandas as pd
 import yaml
 from astropy.time import Time
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
+from tasks.data.skymap import SkyMap
 from tasks.images.errors import ImageError
 from tasks.images.exposure import Exposure
 from tasks.images.visit_info import VisitInfo, Weather
-from tasks.skymap import SkyMap
 
 __all__ = [
     "DataLayout",

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.data_layout import DataLayout, DataLayoutError, visit_info_to_row
+from tasks.data.layout import DataLayout, DataLayoutError, visit_info_to_row
+from tasks.data.skymap import SkyMap
 from tasks.images import Exposure, GaussianPsf, make_tan_wcs
-from tasks.skymap import SkyMap
 
 
 def _exposure(visit_info=None, detector=None):

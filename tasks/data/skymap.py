@@ -20,7 +20,7 @@ import numpy as np
 from astropy.wcs import WCS
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.base import TaskError
+from tasks.core.base import TaskError
 from tasks.images.geom import Box2I
 from tasks.images.wcs_utils import make_tan_wcs
 

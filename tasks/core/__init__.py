@@ -1,0 +1,1 @@
+"""What every task uses: the task framework, id packing and thread helpers."""
