@@ -4,8 +4,10 @@ A DCR model holds, for one patch and band, ``N`` images of the static sky,
 each the flux in one equal slice of the band (`tasks.images.subfilter_wavelengths`).
 They share the pixel grid, WCS, PSF and calibration.  For a visit, each
 sub-filter is shifted by the differential chromatic refraction between its
-slice and the band's effective wavelength, toward the zenith (the direction
-of the parallactic angle on the sky, projected through the model WCS), and
+slice and the band's effective wavelength (by default Rubin's convention:
+the average of the refraction at the slice's two end wavelengths), toward
+the zenith (the direction of the parallactic angle on the sky, projected
+through the model WCS), and
 the shifted images are summed: the template as the visit's atmosphere would
 have recorded it.
 """
@@ -13,6 +15,7 @@ have recorded it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -22,19 +25,26 @@ from tasks.dcr.shift import has_usable_pixel, shift_and_sum
 from tasks.images import Exposure, MaskPlane, VisitInfo, get_band, subfilter_wavelengths
 from tasks.images.wcs_utils import pixel_scale_arcsec, sky_direction_in_pixels
 
-__all__ = ["DcrModel", "subfilter_refraction"]
+__all__ = ["SUBFILTER_CONVENTIONS", "DcrModel", "SubfilterConvention", "subfilter_refraction"]
+
+SubfilterConvention = Literal["endpoints", "mean"]
+SUBFILTER_CONVENTIONS = ("endpoints", "mean")
+"""How a sub-filter's refraction is taken: Rubin's end-wavelength average, or a slice mean."""
 
 _SAMPLES_PER_SUBFILTER = 9
 _UNUSABLE = MaskPlane.NO_DATA | MaskPlane.BAD
 
 
-def subfilter_refraction(band: str, n_subfilters: int, visit_info: VisitInfo) -> np.ndarray:
+def subfilter_refraction(
+    band: str,
+    n_subfilters: int,
+    visit_info: VisitInfo,
+    convention: SubfilterConvention = "endpoints",
+) -> np.ndarray:
     """Differential refraction (arcsec) of each sub-filter for a visit.
 
-    Each value is the mean over the sub-filter's slice (sampled at 9
-    wavelengths; the flux-weighted mean for a flat spectrum) of the refraction
-    minus that at the band's effective wavelength.  Positive values move the
-    sub-filter toward the zenith.
+    The refraction is taken relative to that at the band's effective
+    wavelength; positive values move the sub-filter toward the zenith.
 
     Parameters
     ----------
@@ -44,15 +54,33 @@ def subfilter_refraction(band: str, n_subfilters: int, visit_info: VisitInfo) ->
         Number of sub-filters.
     visit_info : `tasks.images.VisitInfo`
         Zenith distance, weather and site of the visit.
+    convention : {"endpoints", "mean"}, optional
+        ``"endpoints"`` (the default, as Rubin's ``ip_diffim`` does): the
+        average of the refraction at the sub-filter's two end wavelengths.
+        ``"mean"``: the mean over 9 evenly spaced samples of the slice (the
+        flux-weighted mean for a flat spectrum).
 
     Returns
     -------
     delta : `numpy.ndarray`
         ``(n_subfilters,)`` arcsec, bluest sub-filter first.
+
+    Raises
+    ------
+    DcrError
+        If ``convention`` is not one of the two names.
     """
     limits = subfilter_wavelengths(band, n_subfilters)
-    fractions = (np.arange(_SAMPLES_PER_SUBFILTER) + 0.5) / _SAMPLES_PER_SUBFILTER
-    wavelengths = limits[:, :1] + fractions[None, :] * (limits[:, 1:] - limits[:, :1])
+    if convention == "endpoints":
+        wavelengths = limits
+    elif convention == "mean":
+        fractions = (np.arange(_SAMPLES_PER_SUBFILTER) + 0.5) / _SAMPLES_PER_SUBFILTER
+        wavelengths = limits[:, :1] + fractions[None, :] * (limits[:, 1:] - limits[:, :1])
+    else:
+        raise DcrError(
+            f"unknown sub-filter wavelength convention {convention!r}; "
+            f"expected one of {SUBFILTER_CONVENTIONS}"
+        )
     weather = visit_info.weather
     kwargs = {
         "temperature": None if weather is None else weather.temperature,
@@ -78,6 +106,9 @@ class DcrModel:
         Band of the model.
     name : `str`, optional
         Name of the patch (used in error messages).
+    convention : {"endpoints", "mean"}, optional
+        How each sub-filter's refraction is taken (`subfilter_refraction`);
+        the default is Rubin's end-wavelength average.
 
     Raises
     ------
@@ -89,9 +120,21 @@ class DcrModel:
         If no sub-filter holds a finite, usable pixel.
     """
 
-    def __init__(self, subfilters: Sequence[Exposure], band: str, name: str = "patch") -> None:
+    def __init__(
+        self,
+        subfilters: Sequence[Exposure],
+        band: str,
+        name: str = "patch",
+        convention: SubfilterConvention = "endpoints",
+    ) -> None:
         subfilters = list(subfilters)
         self.name = name
+        if convention not in SUBFILTER_CONVENTIONS:
+            raise DcrError(
+                f"{name}: unknown sub-filter wavelength convention {convention!r}; "
+                f"expected one of {SUBFILTER_CONVENTIONS}"
+            )
+        self.convention = convention
         if not subfilters:
             raise MissingSubfilterError(f"{name}: a DCR model needs at least one sub-filter")
         get_band(band)
@@ -158,7 +201,7 @@ class DcrModel:
         """
         if visit_info.band != self.band:
             raise DcrError(f"{self.name}: model band {self.band} but visit band {visit_info.band}")
-        delta = subfilter_refraction(self.band, self.n_subfilters, visit_info)
+        delta = subfilter_refraction(self.band, self.n_subfilters, visit_info, self.convention)
         cx, cy = self.bbox.center
         scale = pixel_scale_arcsec(self.wcs, cx, cy)
         ux, uy = sky_direction_in_pixels(self.wcs, cx, cy, visit_info.parallactic_angle)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from astropy.wcs import WCS
@@ -98,6 +98,11 @@ class GetDcrTemplateConfig(TaskConfig):
     """Configuration of `GetDcrTemplateTask`."""
 
     numSubfilters: int = Field(3, ge=1, description="Number of sub-filters of each DCR model.")
+    subfilterConvention: Literal["endpoints", "mean"] = Field(
+        "endpoints",
+        description="Refraction of a sub-filter: 'endpoints' the average at its two end "
+        "wavelengths (Rubin's ip_diffim), 'mean' the mean over its slice.",
+    )
     templateBorderSize: int = Field(
         20, ge=0, description="Pixels added on every side of the detector box for the template."
     )
@@ -245,7 +250,10 @@ class GetDcrTemplateTask(Task):
                         f"0..{self.config.numSubfilters - 1}"
                     )
                 model = DcrModel(
-                    [r.get() for r in refs], visitInfo.band, name=f"tract {tract} patch {patch}"
+                    [r.get() for r in refs],
+                    visitInfo.band,
+                    name=f"tract {tract} patch {patch}",
+                    convention=self.config.subfilterConvention,
                 )
                 with self.timer("buildMatchedTemplate"):
                     exposures.append(model.build_matched_template(visitInfo))

@@ -134,20 +134,63 @@ class Scene:
         return np.degrees(np.arctan2(cd[0, 1], cd[1, 1]))
 
 
-@pytest.mark.parametrize("band", ["g", "r", "i"])
-def test_subfilter_shift_amplitudes_match_erfa(band):
-    visit = make_visit(band=band, alt=30.0)
-    ours = subfilter_refraction(band, 3, visit)
-    theirs = []
+def erfa_subfilter_refraction(band, n_sub, visit, convention):
+    """Independent sub-filter refraction from erfa.refco, relative to the effective wavelength."""
     b = get_band(band)
-    for lo, hi in subfilter_wavelengths(band, 3):
-        wl = lo + (np.arange(9) + 0.5) / 9 * (hi - lo)
-        theirs.append(
-            np.mean(erfa_refraction(wl, visit.zenith_distance, visit.weather))
-            - erfa_refraction(b.effective_wavelength, visit.zenith_distance, visit.weather)
-        )
+    reference = erfa_refraction(b.effective_wavelength, visit.zenith_distance, visit.weather)
+    out = []
+    for lo, hi in subfilter_wavelengths(band, n_sub):
+        if convention == "endpoints":  # Rubin ip_diffim: mean of the two ends' shifts
+            wl = np.array([lo, hi])
+        else:
+            wl = lo + (np.arange(9) + 0.5) / 9 * (hi - lo)
+        out.append(np.mean(erfa_refraction(wl, visit.zenith_distance, visit.weather)) - reference)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("convention", ["endpoints", "mean"])
+@pytest.mark.parametrize("band", ["g", "r", "i"])
+def test_subfilter_shift_amplitudes_match_erfa(band, convention):
+    visit = make_visit(band=band, alt=30.0)
+    ours = subfilter_refraction(band, 3, visit, convention)
+    theirs = erfa_subfilter_refraction(band, 3, visit, convention)
     np.testing.assert_allclose(ours, theirs, rtol=0.01)
     assert ours[0] > 0 > ours[-1], "blue toward the zenith, red away from it"
+
+
+@pytest.mark.parametrize("n_sub", [3, 5])
+@pytest.mark.parametrize("band", ["u", "g", "r", "i", "z", "y"])
+@pytest.mark.parametrize("alt", [30.0, 55.0, 80.0])
+def test_default_shifts_follow_rubin_endpoint_convention(band, n_sub, alt):
+    """Pixel shifts of the default model against erfa's end-wavelength averages."""
+    scene = Scene(band=band, n=3)
+    visit = make_visit(band=band, alt=alt)
+    model = scene.model(n_sub)
+    assert model.convention == "endpoints"
+    shifts = model.shifts(visit)
+    ux, uy = visit.zenith_direction_on_detector()
+    # signed amplitude along the zenith direction, in pixels
+    amplitude = shifts[:, 0] * ux + shifts[:, 1] * uy
+    theirs = erfa_subfilter_refraction(band, n_sub, visit, "endpoints") / SCALE
+    # erfa's two-term dispersion parts from Owens' by ~2.5 % in the near UV
+    rtol = 0.03 if band == "u" else 0.01
+    np.testing.assert_allclose(amplitude, theirs, rtol=rtol, atol=2e-4)
+    # and it differs measurably from the slice mean (refraction is convex in wavelength)
+    mean = erfa_subfilter_refraction(band, n_sub, visit, "mean") / SCALE
+    assert np.all(theirs[[0, -1]] > mean[[0, -1]])
+
+
+def test_convention_choice_and_errors():
+    scene = Scene()
+    visit = make_visit(alt=35.0)
+    ends = scene.model().shifts(visit)
+    mean = DcrModel(scene.model().subfilters, "g", convention="mean").shifts(visit)
+    # the bluest sub-filter moves farther with the end-point average (0.02-0.1 px here)
+    assert np.hypot(*ends[0]) - np.hypot(*mean[0]) > 0.02
+    with pytest.raises(DcrError, match="convention"):
+        DcrModel(scene.model().subfilters, "g", convention="middle")
+    with pytest.raises(DcrError, match="convention"):
+        subfilter_refraction("g", 3, visit, "middle")
 
 
 @pytest.mark.parametrize("rotator", [0.0, 30.0, -75.0])
