@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "AlreadyStoredError",
     "ApdbConfigError",
+    "ApdbConcurrencyError",
     "ApdbConfigMismatchError",
     "ApdbDatabaseError",
     "ApdbError",
@@ -92,6 +93,37 @@ class ApdbSchemaVersionError(ApdbError):
 
 class ApdbDatabaseError(ApdbError):
     """A database driver error, wrapped (the original is ``__cause__``)."""
+
+
+class ApdbConcurrencyError(ApdbDatabaseError):
+    """A write kept colliding with concurrent writers and was given up.
+
+    Raised after a bounded number of whole-transaction retries (deadlock,
+    serialization failure, lock timeout, SQLite busy, or a unique violation
+    caused by another writer).  Nothing of the failed call was written.
+
+    Parameters
+    ----------
+    what : `str`
+        The operation (e.g. ``"store of visit 7 detector 3"``).
+    object_ids : sequence of `int`
+        DiaObject ids the operation locked (may be empty).
+    attempts : `int`
+        Number of attempts made.
+    reason : `str`
+        The last database error, one line.
+    """
+
+    def __init__(self, what: str, object_ids: Sequence[int], attempts: int, reason: str):
+        self.what = what
+        self.object_ids = list(object_ids)
+        self.attempts = attempts
+        self.reason = reason
+        objects = f" on DiaObject ids {_preview(self.object_ids)}" if self.object_ids else ""
+        super().__init__(
+            f"{what}: gave up after {attempts} attempt(s) because of concurrent writers"
+            f"{objects}: {reason}"
+        )
 
 
 class InvalidRegionError(ApdbError):

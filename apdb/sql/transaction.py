@@ -1,0 +1,178 @@
+"""Write transactions that survive concurrent writers.
+
+`write_transaction` is how every write method of `apdb.sql` runs its work:
+
+- SQLite: the transaction starts with ``BEGIN IMMEDIATE`` (the `WRITE`
+  execution option), so writers queue on the database lock instead of
+  failing half-way; a writer that waited longer than the busy timeout is
+  retried.
+- PostgreSQL: ``READ COMMITTED``; before the work, the transaction takes a
+  transaction-scoped advisory lock (``pg_advisory_xact_lock``) on each given
+  DiaObject id, in ascending order, in one statement.  Two writers touching
+  the same objects therefore queue on the first shared id instead of
+  deadlocking, and the second one sees the first one's committed versions.
+  Advisory locks live in the server's shared lock table: an operator must
+  allow ``max_locks_per_transaction * max_connections`` to hold the objects
+  of all concurrent stores (see docs/engine.md).
+
+Deadlocks, serialization failures, lock timeouts, SQLite "database is
+locked" and unique violations that escape ``work`` roll the whole
+transaction back and run it again, up to ``max_attempts`` times with a
+jittered exponential backoff; then `ApdbConcurrencyError` is raised.  A unique
+violation that means bad input (a re-stored visit) must be turned into an
+`ApdbInputError` by ``work`` itself: `ApdbError` subclasses raised by ``work``
+roll back and pass through unchanged.  Other database errors become
+`ApdbDatabaseError`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbError
+from apdb.sql.engine import WRITE
+
+__all__ = ["is_retryable", "lock_objects", "write_transaction"]
+
+T = TypeVar("T")
+
+# SQLSTATEs of PostgreSQL errors that a rerun of the transaction can clear:
+# serialization_failure, deadlock_detected, lock_not_available (lock_timeout),
+# unique_violation (a concurrent writer inserted the same key first).
+_PG_RETRY = {"40001", "40P01", "55P03", "23505"}
+# SQLite result codes of the same situations (busy/locked, unique keys).
+_SQLITE_RETRY = {
+    "SQLITE_BUSY",
+    "SQLITE_BUSY_SNAPSHOT",
+    "SQLITE_LOCKED",
+    "SQLITE_CONSTRAINT_UNIQUE",
+    "SQLITE_CONSTRAINT_PRIMARYKEY",
+}
+_SQLITE_RETRY_TEXT = ("database is locked", "database table is locked", "unique constraint failed")
+
+_BACKOFF_BASE = 0.02  # seconds before the second attempt (doubled each time)
+_BACKOFF_MAX = 1.0
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` (a SQLAlchemy/driver error) comes from a concurrent writer."""
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    state = getattr(orig, "sqlstate", None)
+    if state is not None:
+        return state in _PG_RETRY
+    name = getattr(orig, "sqlite_errorname", None)
+    if name is not None and name in _SQLITE_RETRY:
+        return True
+    text = str(orig).lower()
+    return any(t in text for t in _SQLITE_RETRY_TEXT)
+
+
+def lock_objects(conn: sa.Connection, object_ids: np.ndarray) -> None:
+    """Take transaction-scoped locks on ``object_ids`` in ascending order.
+
+    One statement on PostgreSQL (``pg_advisory_xact_lock`` over the sorted,
+    de-duplicated ids); nothing on SQLite, where ``BEGIN IMMEDIATE`` already
+    serializes writers.
+    """
+    if conn.dialect.name != "postgresql" or object_ids.size == 0:
+        return
+    keys = np.unique(object_ids.astype(np.int64))  # sorted
+    # unnest() yields the array in order, so the locks are taken in order.
+    source = (
+        sa.func.unnest(sa.bindparam("keys", keys.tolist(), type_=postgresql.ARRAY(sa.BigInteger)))
+        .table_valued("k")
+        .render_derived(name="lock_keys")
+    )
+    locked = sa.func.pg_advisory_xact_lock(source.c.k).cast(sa.Text)
+    stmt = sa.select(sa.func.count(locked)).select_from(source)
+    conn.execute(stmt)
+
+
+def write_transaction(
+    engine: sa.Engine,
+    work: Callable[[sa.Connection], T],
+    *,
+    what: str,
+    object_ids: np.ndarray | None = None,
+    max_attempts: int = 5,
+) -> T:
+    """Run ``work(conn)`` in a write transaction, retried on concurrency errors.
+
+    Parameters
+    ----------
+    engine : `sqlalchemy.Engine`
+        The APDB engine.
+    work : callable
+        Does the writes on the connection it is given; must not commit.  It
+        may run several times (each attempt starts from a rolled-back state),
+        so it must not have side effects outside the transaction.
+    what : `str`
+        The operation, for error messages (``"store of visit 7 detector 3"``).
+    object_ids : `numpy.ndarray`, optional
+        DiaObject ids the work reads-then-writes; locked first, in order.
+    max_attempts : `int`, optional
+        Attempts before giving up.
+
+    Returns
+    -------
+    result
+        What ``work`` returned.
+
+    Raises
+    ------
+    ApdbConcurrencyError
+        Still colliding with concurrent writers after ``max_attempts``.
+    ApdbDatabaseError
+        Any other database error.
+    ApdbError
+        Raised by ``work`` (bad input): passed through, nothing written.
+    """
+    ids = np.zeros(0, np.int64) if object_ids is None else np.asarray(object_ids, np.int64).ravel()
+    options: dict[str, object] = {WRITE: True}
+    if engine.dialect.name == "postgresql":
+        options["isolation_level"] = "READ COMMITTED"
+    reason = ""
+    attempts = max(1, int(max_attempts))
+    for attempt in range(1, attempts + 1):
+        try:
+            with engine.connect() as conn:
+                conn = conn.execution_options(**options)
+                with conn.begin():
+                    lock_objects(conn, ids)
+                    return work(conn)
+        except ApdbError:
+            raise
+        except sa.exc.DBAPIError as exc:
+            if not is_retryable(exc):
+                raise _database_error(what, exc) from exc
+            reason = _one_line(exc)
+            if attempt < attempts:
+                delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (attempt - 1))
+                time.sleep(delay * random.uniform(0.5, 1.5))
+                continue
+            raise ApdbConcurrencyError(what, np.unique(ids).tolist(), attempts, reason) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise _database_error(what, exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _database_error(what: str, exc: BaseException) -> ApdbError:
+    """Wrap a non-retryable database error (the shared translator when present)."""
+    try:
+        from apdb.sql.errors_map import database_error
+    except ImportError:  # pragma: no cover - before the translator existed
+        return ApdbDatabaseError(f"{what} failed: {_one_line(exc)}")
+    return database_error(exc, what)

@@ -1,0 +1,157 @@
+"""`apdb.sql.transaction.write_transaction`: locks, retries, error translation."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from apdb import Apdb
+from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbInputError
+from apdb.sql.transaction import is_retryable, write_transaction
+
+
+def _counter_table(engine: sa.Engine) -> sa.Table:
+    md = sa.MetaData()
+    table = sa.Table("tx_counter", md, sa.Column("k", sa.Integer, primary_key=True))
+    md.create_all(engine)
+    return table
+
+
+def test_work_result_is_returned_and_committed(apdb: Apdb):
+    table = _counter_table(apdb.engine)
+
+    def work(conn: sa.Connection) -> int:
+        conn.execute(sa.insert(table).values(k=1))
+        return 42
+
+    assert write_transaction(apdb.engine, work, what="insert", object_ids=np.array([5, 3])) == 42
+    with apdb.engine.connect() as conn:
+        assert conn.execute(sa.select(table.c.k)).scalars().all() == [1]
+
+
+def test_input_error_from_work_passes_through_and_rolls_back(apdb: Apdb):
+    table = _counter_table(apdb.engine)
+    calls = []
+
+    def work(conn: sa.Connection) -> None:
+        calls.append(1)
+        conn.execute(sa.insert(table).values(k=1))
+        raise ApdbInputError("tx_counter", "bad")
+
+    with pytest.raises(ApdbInputError, match="tx_counter: bad"):
+        write_transaction(apdb.engine, work, what="insert")
+    assert calls == [1]  # not retried
+    with apdb.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+
+
+def test_unique_violation_is_retried_then_reported_with_the_objects(apdb: Apdb):
+    table = _counter_table(apdb.engine)
+    with apdb.engine.begin() as conn:
+        conn.execute(sa.insert(table).values(k=1))
+    calls = []
+
+    def work(conn: sa.Connection) -> None:
+        calls.append(1)
+        conn.execute(sa.insert(table).values(k=2))
+        conn.execute(sa.insert(table).values(k=1))  # always collides
+
+    with pytest.raises(
+        ApdbConcurrencyError, match=r"store of visit 7.*3 attempt.*ids 11, 12"
+    ) as info:
+        write_transaction(
+            apdb.engine,
+            work,
+            what="store of visit 7",
+            object_ids=np.array([12, 11]),
+            max_attempts=3,
+        )
+    assert len(calls) == 3
+    assert info.value.object_ids == [11, 12]
+    assert isinstance(info.value, ApdbDatabaseError)
+    with apdb.engine.connect() as conn:
+        assert conn.execute(sa.select(table.c.k)).scalars().all() == [1]
+
+
+def test_a_transient_collision_succeeds_on_retry(apdb: Apdb):
+    table = _counter_table(apdb.engine)
+    with apdb.engine.begin() as conn:
+        conn.execute(sa.insert(table).values(k=1))
+    calls = []
+
+    def work(conn: sa.Connection) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            conn.execute(sa.insert(table).values(k=1))  # collides once
+        conn.execute(sa.insert(table).values(k=2))
+        return len(calls)
+
+    assert write_transaction(apdb.engine, work, what="insert") == 2
+    with apdb.engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(table.c.k)).scalars()) == [1, 2]
+
+
+def test_other_database_errors_are_wrapped_not_retried(apdb: Apdb):
+    calls = []
+
+    def work(conn: sa.Connection) -> None:
+        calls.append(1)
+        conn.execute(sa.text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(ApdbDatabaseError, match="broken write") as info:
+        write_transaction(apdb.engine, work, what="broken write")
+    assert not isinstance(info.value, ApdbConcurrencyError)
+    assert calls == [1]
+    assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+    assert not is_retryable(info.value.__cause__)
+
+
+@pytest.mark.postgres
+def test_advisory_locks_serialize_writers_on_shared_objects(postgres_server, postgres_template):
+    # PostgreSQL only: SQLite writers serialize on BEGIN IMMEDIATE instead.
+    name = "tx_locks"
+    db = Apdb.from_url(postgres_server.create_database(name, template=postgres_template))
+    try:
+        inside = threading.Event()
+        release = threading.Event()
+        order = []
+
+        def first(conn: sa.Connection) -> None:
+            order.append("first-in")
+            inside.set()
+            assert release.wait(30)
+            order.append("first-out")
+
+        def second(conn: sa.Connection) -> None:
+            order.append("second-in")
+
+        def other(conn: sa.Connection) -> None:
+            order.append("other")
+
+        t1 = threading.Thread(
+            target=write_transaction,
+            args=(db.engine, first),
+            kwargs={"what": "a", "object_ids": np.array([3, 1, 2])},
+        )
+        t1.start()
+        assert inside.wait(30)
+        # Disjoint ids do not wait.
+        write_transaction(db.engine, other, what="c", object_ids=np.array([4, 5]))
+        t2 = threading.Thread(
+            target=write_transaction,
+            args=(db.engine, second),
+            kwargs={"what": "b", "object_ids": np.array([5, 2])},
+        )
+        t2.start()
+        t2.join(0.5)
+        assert t2.is_alive()  # waits for id 2
+        release.set()
+        t1.join(30)
+        t2.join(30)
+        assert order == ["first-in", "other", "first-out", "second-in"]
+    finally:
+        db.close()
+        postgres_server.drop_database(name)
