@@ -1,0 +1,375 @@
+"""Online-safe building blocks for alembic revisions of a live APDB.
+
+A revision of a database that 189 detector processes write to must never
+make those writers wait for long, and never fail them.  On PostgreSQL:
+
+- every lock a revision asks for is waited for at most ``lock_timeout``
+  (`with_lock_timeout`); a step that times out is rolled back to a savepoint
+  and retried a bounded number of times, after a short pause during which the
+  writers queued behind it proceed;
+- indexes are built ``CONCURRENTLY`` (`create_index_online`), outside a
+  transaction (alembic's ``autocommit_block``), so writes go on while the
+  index is built; an invalid index left by a failed build is dropped first;
+- columns are added without a table rewrite (`add_column_online`): nullable,
+  or NOT NULL with a constant server default (PostgreSQL >= 11 stores it in
+  the catalogue, the table is not rewritten);
+- backfills run in key-range batches of their own transactions
+  (`backfill_in_batches`), so no row lock is held for the whole table.
+
+On SQLite (one writer at a time, no concurrent builds) each helper is the
+plain alembic operation; PostgreSQL-only features are no-ops.  In offline
+mode (``apdb upgrade --sql``) the helpers emit the same SQL once, without
+retries, so the printed script is what an online run executes.
+
+The settings (lock timeout, retries) are set by ``migrations/env.py`` from
+the caller's `apdb.migrate` options through `configure`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from alembic import op
+
+__all__ = [
+    "LockSettings",
+    "add_column_online",
+    "backfill_in_batches",
+    "configure",
+    "create_index_online",
+    "drop_column_online",
+    "drop_index_online",
+    "is_postgres",
+    "settings",
+    "with_lock_timeout",
+]
+
+# SQLSTATE of "lock_timeout expired" (lock_not_available).
+LOCK_NOT_AVAILABLE = "55P03"
+
+
+@dataclass
+class LockSettings:
+    """How long a migration step may wait for a lock, and how often it retries.
+
+    Attributes
+    ----------
+    lock_timeout_ms : `int`
+        ``lock_timeout`` of each DDL step, in milliseconds.  Writers that
+        arrive while a step waits queue behind it, so this is also the
+        longest extra delay a store sees.
+    retries : `int`
+        Retries of a step after a lock timeout (then the error is raised and
+        the revision's transaction rolled back).
+    pause_s : `float`
+        Mean pause between retries (jittered by +-50 %).
+    online : `bool`
+        Whether alembic owns the transactions (one per revision), so that
+        ``autocommit_block`` and per-batch commits are possible.  False when
+        the caller passed a connection inside its own transaction (e.g.
+        ``Apdb.create`` on an empty database): then everything runs in it.
+    """
+
+    lock_timeout_ms: int = 1000
+    retries: int = 10
+    pause_s: float = 0.3
+    online: bool = False
+
+
+_settings = LockSettings()
+
+
+def configure(**kwargs: object) -> LockSettings:
+    """Set the `LockSettings` fields given as keywords; return the settings."""
+    global _settings
+    _settings = LockSettings(**{**_settings.__dict__, **kwargs})
+    return _settings
+
+
+def settings() -> LockSettings:
+    """The current `LockSettings`."""
+    return _settings
+
+
+def is_postgres() -> bool:
+    """Whether the revision runs against PostgreSQL (online or offline)."""
+    return op.get_context().dialect.name == "postgresql"
+
+
+def _offline() -> bool:
+    return op.get_context().as_sql
+
+
+def _is_lock_timeout(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+
+def _pause() -> None:
+    time.sleep(_settings.pause_s * random.uniform(0.5, 1.5))
+
+
+def _timeout_literal() -> str:
+    # An int rendered by us: SET cannot take bind parameters.
+    return f"{int(_settings.lock_timeout_ms)}ms"
+
+
+def with_lock_timeout(step: Callable[[], None], what: str = "migration step") -> None:
+    """Run ``step`` (alembic operations) with a bounded lock wait, retrying on timeout.
+
+    Parameters
+    ----------
+    step : callable
+        Issues the DDL, e.g. ``lambda: op.add_column(...)``.  It must be
+        safe to repeat after a rollback to the savepoint taken before it.
+    what : `str`
+        Description for the error raised when every retry timed out.
+
+    Raises
+    ------
+    sqlalchemy.exc.OperationalError
+        The lock was not obtained after ``retries`` retries.
+    """
+    if not is_postgres():
+        step()
+        return
+    if _offline():
+        op.execute(f"SET LOCAL lock_timeout = '{_timeout_literal()}'")
+        step()
+        return
+    conn = op.get_bind()
+    if not conn.in_transaction():
+        # Inside an autocommit block: a session setting, reset afterwards.
+        with _session_lock_timeout(conn):
+            _retry(conn, step, what, savepoint=False)
+        return
+    _retry(conn, step, what, savepoint=True)
+
+
+def _retry(conn: sa.Connection, step: Callable[[], None], what: str, savepoint: bool) -> None:
+    for attempt in range(_settings.retries + 1):
+        sp = conn.begin_nested() if savepoint else None
+        try:
+            if sp is not None:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_timeout_literal()}'")
+            step()
+        except sa.exc.OperationalError as exc:
+            if sp is not None:
+                sp.rollback()
+            if not _is_lock_timeout(exc) or attempt == _settings.retries:
+                if _is_lock_timeout(exc):
+                    exc.add_note(f"{what}: no lock after {attempt + 1} tries")
+                raise
+            _pause()
+            continue
+        if sp is not None:
+            sp.commit()
+        return
+
+
+@contextmanager
+def _session_lock_timeout(conn: sa.Connection) -> Iterator[None]:
+    conn.exec_driver_sql(f"SET lock_timeout = '{_timeout_literal()}'")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("RESET lock_timeout")
+
+
+def add_column_online(table: str, column: sa.Column, schema: str | None = None) -> None:
+    """Add a column without rewriting the table.
+
+    Parameters
+    ----------
+    table : `str`
+        Table name.
+    column : `sqlalchemy.Column`
+        Nullable, or NOT NULL with a constant ``server_default``.
+    schema : `str`, optional
+        Database schema of the table.
+
+    Raises
+    ------
+    ValueError
+        A NOT NULL column without a server default (it would fail on a table
+        with rows, or need a rewrite): add it nullable, backfill, then set
+        NOT NULL in a later step.
+    """
+    if not column.nullable and column.server_default is None:
+        raise ValueError(
+            f"{table}.{column.name}: a NOT NULL column needs a constant server_default to be "
+            f"added online; add it nullable and backfill with backfill_in_batches"
+        )
+    with_lock_timeout(
+        lambda: op.add_column(table, column, schema=schema), f"add column {table}.{column.name}"
+    )
+
+
+def drop_column_online(table: str, name: str, schema: str | None = None) -> None:
+    """Drop a column (PostgreSQL only marks it dropped: no rewrite)."""
+    with_lock_timeout(
+        lambda: op.drop_column(table, name, schema=schema), f"drop column {table}.{name}"
+    )
+
+
+def _autocommit() -> bool:
+    """Whether concurrent (non-transactional) DDL is possible here."""
+    return is_postgres() and (_offline() or _settings.online)
+
+
+def create_index_online(
+    name: str,
+    table: str,
+    columns: Sequence[str],
+    *,
+    unique: bool = False,
+    where: str | None = None,
+    schema: str | None = None,
+) -> None:
+    """Create an index without blocking writes (``CONCURRENTLY`` on PostgreSQL).
+
+    Parameters
+    ----------
+    name, table : `str`
+        Index and table names.
+    columns : sequence of `str`
+        Indexed columns.
+    unique : `bool`
+        Unique index.
+    where : `str`, optional
+        Predicate of a partial index (SQL text, e.g. ``'"ssObjectId" IS NOT NULL'``),
+        applied on both backends.
+    schema : `str`, optional
+        Database schema of the table.
+
+    Notes
+    -----
+    On PostgreSQL with alembic owning the transactions, the index is built
+    in an ``autocommit_block``: the revision's preceding work is committed
+    first.  A build that failed earlier leaves an INVALID index behind; it is
+    dropped (concurrently) before the next try, so the step can be repeated.
+    In a caller's transaction (an empty database being created) the index is
+    built normally, with a bounded lock wait.
+    """
+    kw: dict[str, object] = {"unique": unique, "schema": schema}
+    if where is not None:
+        kw["postgresql_where"] = sa.text(where)
+        kw["sqlite_where"] = sa.text(where)
+    if not _autocommit():
+        with_lock_timeout(
+            lambda: op.create_index(name, table, list(columns), **kw), f"create index {name}"
+        )
+        return
+    kw["postgresql_concurrently"] = True
+    with op.get_context().autocommit_block():
+        if _offline():
+            op.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+            op.create_index(name, table, list(columns), if_not_exists=True, **kw)
+            return
+        conn = op.get_bind()
+        with _session_lock_timeout(conn):
+            for attempt in range(_settings.retries + 1):
+                _drop_invalid_index(conn, name, schema)
+                try:
+                    op.create_index(name, table, list(columns), if_not_exists=True, **kw)
+                    return
+                except sa.exc.OperationalError as exc:
+                    if not _is_lock_timeout(exc) or attempt == _settings.retries:
+                        raise
+                    _pause()
+
+
+def _drop_invalid_index(conn: sa.Connection, name: str, schema: str | None) -> None:
+    stmt = sa.text(
+        "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = :name AND n.nspname = coalesce(:schema, current_schema())"
+    )
+    invalid = conn.execute(stmt, {"name": name, "schema": schema}).scalar()
+    if invalid:
+        op.drop_index(name, schema=schema, postgresql_concurrently=True, if_exists=True)
+
+
+def drop_index_online(name: str, table: str, schema: str | None = None) -> None:
+    """Drop an index without blocking writes (``CONCURRENTLY`` on PostgreSQL)."""
+    if not _autocommit():
+        with_lock_timeout(
+            lambda: op.drop_index(name, table_name=table, schema=schema), f"drop index {name}"
+        )
+        return
+    with op.get_context().autocommit_block():
+        with_lock_timeout(
+            lambda: op.drop_index(
+                name, table_name=table, schema=schema, postgresql_concurrently=True, if_exists=True
+            ),
+            f"drop index {name}",
+        )
+
+
+def backfill_in_batches(
+    table: sa.Table,
+    values: dict[str, sa.ColumnElement | object],
+    key: str,
+    where: sa.ColumnElement[bool] | None = None,
+    batch_size: int = 20_000,
+) -> int:
+    """Set ``values`` on the rows of ``table`` in key-range batches.
+
+    Parameters
+    ----------
+    table : `sqlalchemy.Table`
+        Lightweight table (``sa.table(name, sa.column(...), ...)``) with at
+        least ``key`` and the updated columns.
+    values : `dict`
+        Column name -> new value (constant or SQL expression of the row).
+    key : `str`
+        An indexed, unique column ordering the batches (e.g. the primary key).
+    where : SQL expression, optional
+        Only rows matching it (e.g. ``col IS NULL``: a re-run resumes).
+    batch_size : `int`
+        Rows per batch; each batch is its own transaction when alembic owns
+        the transactions (PostgreSQL online), so row locks are short-lived.
+
+    Returns
+    -------
+    n : `int`
+        Rows updated (-1 in offline mode, where one UPDATE is emitted).
+    """
+    col = table.c[key]
+    cond = [where] if where is not None else []
+    if _offline():
+        op.execute(sa.update(table).where(*cond).values(values))
+        return -1
+    if is_postgres() and _settings.online:
+        # AUTOCOMMIT: each batch's UPDATE commits on its own.
+        with op.get_context().autocommit_block():
+            return _backfill(op.get_bind(), table, values, col, cond, batch_size)
+    return _backfill(op.get_bind(), table, values, col, cond, batch_size)
+
+
+def _backfill(
+    conn: sa.Connection,
+    table: sa.Table,
+    values: dict[str, object],
+    col: sa.ColumnElement,
+    cond: list,
+    batch_size: int,
+) -> int:
+    total = 0
+    last = None
+    while True:
+        bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
+        if last is not None:
+            bounds = bounds.where(col > last)
+        sub = bounds.subquery()
+        lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
+        if lo is None:
+            return total
+        stmt = sa.update(table).where(col.between(lo, hi), *cond).values(values)
+        total += conn.execute(stmt).rowcount
+        last = hi
