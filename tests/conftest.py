@@ -24,6 +24,7 @@ import pytest
 
 from apdb import Apdb
 from apdb.testing import TemporaryPostgres, find_postgres_bin
+from apdb.testing.citus import TemporaryCitus, citus_available
 
 _TEMPLATE_DB = "apdb_template"
 _counter = itertools.count()
@@ -43,6 +44,18 @@ def postgres_server() -> Iterator[TemporaryPostgres]:
         pytest.skip(message)
     with TemporaryPostgres() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def citus_cluster() -> Iterator[TemporaryCitus]:
+    """A Citus cluster (coordinator + 2 workers) for the whole test session."""
+    if find_postgres_bin() is None or not citus_available():
+        message = "Citus for PostgreSQL not installed (build it with .ci/build-citus)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; Citus tests may not skip in CI", pytrace=False)
+        pytest.skip(message)
+    with TemporaryCitus(workers=2) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

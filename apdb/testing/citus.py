@@ -1,0 +1,213 @@
+"""A throwaway Citus cluster (a coordinator and workers) for tests and benchmarks.
+
+`TemporaryCitus` starts one `TemporaryPostgres` per node, all on free
+localhost ports with Citus preloaded (``shared_preload_libraries = 'citus'``)
+and two-phase commit enabled (``max_prepared_transactions``: a transaction
+that wrote to several workers commits with 2PC).  `TemporaryCitus.create_database`
+creates a database on every node, ``CREATE EXTENSION citus`` in each, then on
+the coordinator registers itself (``citus_set_coordinator_host``) and the
+workers (``citus_add_node``): the returned URL (the coordinator's) is a
+ready Citus cluster.
+
+Nodes talk to each other without SSL (``citus.node_conninfo``), which is fine
+on localhost and saves CPU; like `TemporaryPostgres` the durability settings
+are off: never use it for data you want to keep.  As root the servers run as
+the ``postgres`` OS user.  Every node is stopped on every exit path (the
+``with`` block, `TemporaryCitus.stop`, interpreter exit), also when starting
+a later node failed.
+
+Examples
+--------
+>>> with TemporaryCitus(workers=2) as cluster:  # doctest: +SKIP
+...     url = cluster.create_database("apdb_test")
+...     apdb = Apdb.create(ApdbConfig(db_url=url, backend="citus"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from apdb.errors import PostgresUnavailableError
+from apdb.testing.postgres import TemporaryPostgres, find_postgres_bin
+
+__all__ = ["CitusUnavailableError", "TemporaryCitus", "citus_available"]
+
+_CITUS_SETTINGS: dict[str, str] = {
+    "shared_preload_libraries": "'citus'",
+    "max_prepared_transactions": "100",
+    # One Citus maintenance daemon per database holding the extension.
+    "max_worker_processes": "64",
+    "shared_buffers": "128MB",
+    "citus.node_conninfo": "'sslmode=disable'",
+    # Tests create many small databases: keep each node quiet.
+    "citus.log_distributed_deadlock_detection": "off",
+}
+
+
+class CitusUnavailableError(PostgresUnavailableError):
+    """The Citus extension is not installed for the PostgreSQL server binaries."""
+
+
+def citus_available(bin_dir: str | Path | None = None) -> bool:
+    """Whether ``citus.so`` is installed for the server binaries.
+
+    Parameters
+    ----------
+    bin_dir : `str` or `pathlib.Path`, optional
+        Directory of the server binaries (found with `find_postgres_bin`).
+    """
+    found = Path(bin_dir) if bin_dir else find_postgres_bin()
+    if found is None:
+        return False
+    return (found.parent / "lib" / "citus.so").exists()
+
+
+class TemporaryCitus:
+    """A Citus cluster of temporary servers: one coordinator and ``workers`` workers.
+
+    Parameters
+    ----------
+    workers : `int`, optional
+        Number of worker nodes.
+    bin_dir : `str` or `pathlib.Path`, optional
+        Directory of the PostgreSQL server binaries.
+    settings : `dict` [`str`, `str`], optional
+        Extra ``postgresql.conf`` settings of every node.
+    base_dir : `str`, optional
+        Parent of the nodes' temporary directories.
+
+    Raises
+    ------
+    CitusUnavailableError
+        Citus is not installed for these binaries (build it with
+        ``.ci/build-citus``).
+    PostgresUnavailableError
+        No server binaries, or a node failed to start.
+    """
+
+    def __init__(
+        self,
+        workers: int = 2,
+        bin_dir: str | Path | None = None,
+        settings: dict[str, str] | None = None,
+        base_dir: str | None = None,
+    ):
+        if workers < 1:
+            raise ValueError("a Citus cluster needs at least one worker")
+        found = Path(bin_dir) if bin_dir else find_postgres_bin()
+        if found is None:
+            raise PostgresUnavailableError("PostgreSQL server binaries not found")
+        if not citus_available(found):
+            raise CitusUnavailableError(
+                f"Citus is not installed for {found} (no citus.so in {found.parent / 'lib'}); "
+                f"build it with .ci/build-citus"
+            )
+        conf = {**_CITUS_SETTINGS, **(settings or {})}
+        self.coordinator = TemporaryPostgres(bin_dir=found, settings=conf, base_dir=base_dir)
+        self.workers = [
+            TemporaryPostgres(bin_dir=found, settings=conf, base_dir=base_dir)
+            for _ in range(workers)
+        ]
+        self._databases: list[str] = []
+
+    @property
+    def nodes(self) -> list[TemporaryPostgres]:
+        """Every node, coordinator first."""
+        return [self.coordinator, *self.workers]
+
+    @property
+    def running(self) -> bool:
+        """Whether every node is running."""
+        return all(node.running for node in self.nodes)
+
+    def start(self) -> TemporaryCitus:
+        """Start every node (stopping those already started if one fails)."""
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every node and delete its directory (idempotent)."""
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> TemporaryCitus:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- databases ---------------------------------------------------------------
+    def url(self, dbname: str = "postgres") -> str:
+        """SQLAlchemy URL of a database on the coordinator."""
+        return self.coordinator.url(dbname)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        """Libpq connection string of a database on the coordinator."""
+        return self.coordinator.dsn(dbname)
+
+    def create_database(self, name: str) -> str:
+        """Create a Citus database: on every node, with the workers registered.
+
+        Parameters
+        ----------
+        name : `str`
+            Database name (letters, digits, underscores).
+
+        Returns
+        -------
+        url : `str`
+            SQLAlchemy URL of the database on the coordinator.
+        """
+        created: list[TemporaryPostgres] = []
+        try:
+            for node in self.nodes:
+                node.create_database(name)
+                created.append(node)
+                with psycopg.connect(node.dsn(name), autocommit=True) as conn:
+                    conn.execute("CREATE EXTENSION citus")
+            with psycopg.connect(self.coordinator.dsn(name), autocommit=True) as conn:
+                conn.execute(
+                    "SELECT citus_set_coordinator_host(%s, %s)",
+                    ("127.0.0.1", self.coordinator.port),
+                )
+                for worker in self.workers:
+                    conn.execute("SELECT citus_add_node(%s, %s)", ("127.0.0.1", worker.port))
+        except BaseException:
+            for node in created:
+                with contextlib.suppress(Exception):
+                    node.drop_database(name)
+            raise
+        self._databases.append(name)
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop a database on every node (if it exists), closing its connections."""
+        for node in self.nodes:
+            if node.running:
+                node.drop_database(name)
+        if name in self._databases:
+            self._databases.remove(name)
+
+    def worker_rows(self, name: str, query: str | sql.Composable) -> list[list[tuple]]:
+        """Run a read-only query directly on each worker's copy of a database.
+
+        For tests that look at what each node holds (shards, prepared
+        transactions): shard tables are visible by name
+        (``citus.override_table_visibility`` off).  Returns one list of rows
+        per worker.
+        """
+        out = []
+        for worker in self.workers:
+            with psycopg.connect(worker.dsn(name), autocommit=True) as conn:
+                conn.execute("SET citus.override_table_visibility TO off")
+                out.append(conn.execute(query).fetchall())
+        return out
