@@ -25,6 +25,7 @@ from apdb.sky import Region
 from apdb.sql import admin
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
+from apdb.sql.transaction import write_transaction
 from apdb.sql.writes import insert_batch, update_objects
 
 __all__ = ["ApdbSql"]
@@ -198,7 +199,32 @@ class ApdbSql(Apdb):
         dia_forced_sources: pd.DataFrame | None = None,
         ss_sources: pd.DataFrame | None = None,
     ) -> None:
-        """Store one visit-detector's catalogs in one transaction (see `Apdb.store`)."""
+        """Store one visit-detector's catalogs in one transaction (see `Apdb.store`).
+
+        Stores may arrive in any order and concurrently.  Each new DiaObject
+        version starts at ``visit_time``; the version that was valid at that
+        time ends there.  A late store (an older visit than the object's
+        latest version) slots its version into the history, ending at the
+        start of the next newer version, and leaves the newer versions, the
+        latest one included, exactly as they were: the late version keeps
+        the ``nDiaSources`` and summary columns its task computed (Rubin's
+        rule: the storing task's values stand), and the newer versions are
+        not recomputed.  A second store at the same visit time replaces that
+        visit's version.  On PostgreSQL the transaction locks the stored
+        DiaObject ids (sorted advisory locks); deadlocks, serialization and
+        lock failures, SQLite busy timeouts and unique violations from a
+        concurrent writer are retried a bounded number of times, then
+        `ApdbConcurrencyError` names the visit and objects.
+
+        Raises
+        ------
+        ApdbInputError
+            Bad input, or the visit/detector or ids are already stored.
+        ApdbConcurrencyError
+            Concurrent writers kept colliding; nothing was written.
+        ApdbDatabaseError
+            Any other database error; nothing was written.
+        """
         visit_mjd = _mjd_tai(visit_time)
         objects = self._prepare(ApdbTables.DiaObject, dia_objects, visit_mjd)
         sources = self._prepare(ApdbTables.DiaSource, dia_sources, visit_mjd)
@@ -211,20 +237,25 @@ class ApdbSql(Apdb):
             (ApdbTables.DiaForcedSource, forced),
             (ApdbTables.SSSource, ss),
         ]
-        step: ApdbTables | None = None
-        try:
-            with self._connect(write=True) as conn, conn.begin():
-                for step, batch in steps:
+
+        def work(conn: sa.Connection) -> None:
+            for step, batch in steps:
+                try:
                     insert_batch(conn, self._table(step), batch)
-                step = ApdbTables.DiaObject
-                update_objects(conn, self._table(step), objects, visit_mjd)
-        except sa.exc.IntegrityError as exc:
-            batch = dict(steps).get(step) if step is not None else None
-            if batch is None:
-                raise ApdbDatabaseError(f"store failed: {exc}") from exc
-            raise self._conflict(step, batch) from exc
-        except sa.exc.SQLAlchemyError as exc:
-            raise ApdbDatabaseError(f"store failed: {exc}") from exc
+                except sa.exc.IntegrityError as exc:
+                    # Rows that are already there: a re-stored visit (bad input).
+                    raise self._conflict(step, batch) from exc
+            # A unique violation here can only come from a concurrent writer
+            # of the same objects: write_transaction retries it.
+            update_objects(conn, self._table(ApdbTables.DiaObject), objects, visit_mjd)
+
+        write_transaction(
+            self._engine,
+            work,
+            what=_store_name(visits, visit_mjd),
+            object_ids=objects.values.get("diaObjectId"),
+        )
+
 
     def _conflict(self, name: ApdbTables, batch: Batch) -> ApdbInputError:
         """Describe which rows of a failed insert were already stored."""
@@ -343,6 +374,17 @@ def _as_ids(table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:
             return arr.astype(np.int64)
         raise ColumnTypeError(table, "object_ids", "int64", str(arr.dtype))
     return arr.astype(np.int64).ravel()
+
+
+def _store_name(visits: Batch, visit_mjd: float) -> str:
+    """``store of visit V detector D`` (for error messages)."""
+    if visits.n == 0:
+        return f"store at MJD {visit_mjd:.6f}"
+    pairs = [
+        f"visit {v} detector {d}"
+        for v, d in zip(visits.values["visit"], visits.values["detector"], strict=True)
+    ]
+    return "store of " + ", ".join(pairs[:3]) + (f" (+{len(pairs) - 3})" if len(pairs) > 3 else "")
 
 
 def _visit_detectors(sources: Batch, forced: Batch, n_objects: int, visit_mjd: float) -> Batch:

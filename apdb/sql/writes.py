@@ -8,13 +8,26 @@ Two ways rows reach a table:
   object versioning is done by the set-based UPDATE/DELETE below;
 - SQLite: one DB-API ``executemany`` of a compiled Core ``INSERT``.
 
-DiaObject versioning is shared SQL: close the latest versions of the stored
-objects (``validityEndMjdTai = visit time``), drop versions already written at
-this same visit time (a re-association within the visit), insert the new ones.
+DiaObject versioning is shared, set-based SQL (a fixed number of statements
+whatever the number of objects), so that stores may arrive in any order:
+
+1. drop versions already written at this same visit time (the later store of
+   a visit replaces that visit's version);
+2. end every version that started before the visit and was still valid at it
+   (``validityEndMjdTai`` NULL or later than the visit) at the visit time: for
+   an in-order store that closes the latest version, for a late store it
+   shortens the version the new one is inserted after;
+3. read the start of the next newer version of each object (late stores
+   only; usually no row) and insert the new versions with that as their
+   ``validityEndMjdTai`` (NULL when none is newer: the new latest version).
+
+Concurrent writers of the same objects are serialized by the caller
+(`apdb.sql.transaction.write_transaction`).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
@@ -43,28 +56,64 @@ def insert_batch(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
         _insert_generic(conn, table, batch)
 
 
-def update_objects(conn: sa.Connection, table: sa.Table, batch: Batch, visit_mjd: float) -> None:
-    """Store new DiaObject versions, closing the previous latest ones."""
+def update_objects(conn: sa.Connection, table: sa.Table, batch: Batch, visit_mjd: float) -> int:
+    """Insert new DiaObject versions at ``visit_mjd`` into each object's history.
+
+    Parameters
+    ----------
+    conn : `sqlalchemy.Connection`
+        Connection inside the store's transaction.
+    table : `sqlalchemy.Table`
+        The DiaObject table.
+    batch : `Batch`
+        New versions (``validityStartMjdTai`` = ``visit_mjd``); not modified.
+    visit_mjd : `float`
+        Visit time (MJD TAI).
+
+    Returns
+    -------
+    n_late : `int`
+        Number of versions inserted before a newer existing version (late
+        stores of an older visit); they are not the latest versions.
+    """
     if batch.n == 0:
-        return
+        return 0
     ids = batch.values["diaObjectId"]
     dialect = conn.dialect.name
+    ours = id_filter(table.c.diaObjectId, ids, dialect)
+    start, end = table.c.validityStartMjdTai, table.c.validityEndMjdTai
+    conn.execute(sa.delete(table).where(ours, start == visit_mjd))
     conn.execute(
         sa.update(table)
-        .where(
-            id_filter(table.c.diaObjectId, ids, dialect),
-            table.c.validityEndMjdTai.is_(None),
-            table.c.validityStartMjdTai < visit_mjd,
-        )
+        .where(ours, start < visit_mjd, sa.or_(end.is_(None), end > visit_mjd))
         .values(validityEndMjdTai=visit_mjd)
     )
-    conn.execute(
-        sa.delete(table).where(
-            id_filter(table.c.diaObjectId, ids, dialect),
-            table.c.validityStartMjdTai == visit_mjd,
-        )
-    )
-    insert_batch(conn, table, batch)
+    newer = conn.execute(
+        sa.select(table.c.diaObjectId, sa.func.min(start))
+        .where(ours, start > visit_mjd)
+        .group_by(table.c.diaObjectId)
+    ).all()
+    insert_batch(conn, table, _with_ends(batch, newer))
+    return len(newer)
+
+
+def _with_ends(batch: Batch, newer: list[tuple[int, float]]) -> Batch:
+    """``batch`` plus ``validityEndMjdTai``: the next newer start, or NULL."""
+    if not newer:
+        return batch
+    found = np.array([r[0] for r in newer], dtype=np.int64)
+    starts = np.array([r[1] for r in newer], dtype=np.float64)
+    ids = batch.values["diaObjectId"].astype(np.int64)
+    order = np.argsort(found)
+    pos = np.searchsorted(found[order], ids)
+    pos = np.minimum(pos, len(found) - 1)
+    hit = found[order][pos] == ids
+    ends = np.where(hit, starts[order][pos], np.nan)
+    values = dict(batch.values)
+    values["validityEndMjdTai"] = ends
+    nulls = dict(batch.nulls)
+    nulls["validityEndMjdTai"] = ~hit
+    return Batch(batch.table, batch.n, values, nulls)
 
 
 def _insert_generic(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
