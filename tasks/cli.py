@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apdb.cli.dispatch import build_dispatch_parser
+from apdb.cli.dispatch import build_dispatch_parser, run_command
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -20,7 +20,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("tasks.simulate.cli", "Simulate a small survey with known truth."),
     "associate": ("tasks.pipeline.associate", "Associate one visit/detector against an APDB."),
     "run": ("tasks.pipeline.cli", "Run the whole per-visit pipeline on a data directory."),
+    "check": ("tasks.pipeline.check", "Report what a data directory holds and what can run."),
     "demo": ("tasks.pipeline.demo", "Simulate a small survey and run the pipeline on it."),
+    "alerts": ("tasks.alerts.cli", "Summarise the alerts of an Avro alert file."),
 }
 
 
@@ -30,9 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
-    return int(args._module.main(args) or 0)
+    """Run the command line; return the exit status (2 on a task or APDB error)."""
+    from apdb.errors import ApdbError
+    from tasks.core.base import TaskError
+
+    return run_command(build_parser(), argv, (TaskError, ApdbError))
 
 
 if __name__ == "__main__":

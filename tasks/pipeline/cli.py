@@ -47,11 +47,12 @@ def open_apdb(url: str):
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the pipeline; exit status 1 if any visit failed, 2 on bad arguments."""
+    """Run the pipeline; exit status 1 if any visit failed or none can run, 2 on bad arguments."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from apdb.errors import ApdbError
     from tasks.data.layout import DataLayout
+    from tasks.pipeline.check import layout_report
     from tasks.pipeline.runner import run_pipeline
     from tasks.pipeline.visit import ProcessVisitConfig
 
@@ -61,6 +62,11 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {args.data_dir} is not a directory", file=sys.stderr)
         return 2
     layout = DataLayout(args.data_dir, output_root=args.output_dir)
+    report = layout_report(layout)
+    if not report.runnable:
+        print(report.format(), file=sys.stderr)
+        print(f"error: nothing in {args.data_dir} can run", file=sys.stderr)
+        return 1
     config = ProcessVisitConfig()
     config.packageAlerts.alertWriteLocation = str(layout.output_root / "alerts")
     config.packageAlerts.doProduceAlerts = bool(args.kafka)

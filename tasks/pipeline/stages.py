@@ -18,7 +18,7 @@ from tasks.core.base import NoWorkFound, TaskError
 from tasks.data.layout import DataLayout
 from tasks.images import Exposure
 
-__all__ = ["RunInputs", "detect", "subtract", "dcr_template"]
+__all__ = ["RunInputs", "detect", "subtract", "dcr_template", "template"]
 
 
 @dataclass
@@ -100,6 +100,26 @@ def dcr_template(task: Any, inputs: RunInputs, exposure: Exposure) -> Exposure:
         for patch in dict.fromkeys(patches)
     ]
     return task.run(coadds, exposure.bbox, exposure.wcs, data_ids).template
+
+
+def template(
+    task: Any, inputs: RunInputs, exposure: Exposure, visit: int, detector: int, notes: list[str]
+) -> Exposure:
+    """Return the DCR template when the band has DCR coadds, else the plain template.
+
+    The plain template (`tasks.pipeline.plain_template`) is a deep coadd or
+    a per-visit template image warped onto the exposure; taking it is noted.
+    """
+    band = exposure.band or exposure.visit_info.band
+    if inputs.layout.dcr_patches(band):
+        return dcr_template(task, inputs, exposure)
+    from tasks.pipeline.plain_template import plain_template
+
+    result = plain_template(
+        inputs.layout, exposure, visit, detector, border=task.config.templateBorderSize
+    )
+    notes.append(f"no DCR coadds in band {band}: plain template")
+    return result
 
 
 def subtract(task: Any, template: Exposure, exposure: Exposure) -> Exposure:

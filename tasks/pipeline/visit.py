@@ -21,6 +21,7 @@ from tasks.characterize import (
     FinalizeCharacterizationTask,
     write_final_characterization,
 )
+from tasks.characterize.own_stars import isolated_stars_from_detections
 from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig
 from tasks.dcr.get_template import GetDcrTemplateConfig, GetDcrTemplateTask
 from tasks.diffim.detect import DetectAndMeasureTask
@@ -143,7 +144,7 @@ class ProcessVisitTask(Task):
         with self.timer("characterize"):
             final = self._characterize(inputs, visit, detector, band, exposure, src, notes)
         with self.timer("template"):
-            template = stages.dcr_template(self.getTemplate, inputs, exposure)
+            template = stages.template(self.getTemplate, inputs, exposure, visit, detector, notes)
         with self.timer("subtract"):
             diffim = stages.subtract(self.subtraction, template, exposure)
         with self.timer("detectDifference"):
@@ -208,6 +209,9 @@ class ProcessVisitTask(Task):
             return None
         cats, srcs = inputs.isolated_stars()
         try:
+            if not cats:  # no isolated-star catalog: the image's own isolated detections
+                cats, srcs = isolated_stars_from_detections(src, visit, detector, band)
+                notes.append("no isolated-star catalog: PSF stars from the image's detections")
             result = self.finalizeCharacterization.run(
                 visit, band, cats, srcs, {detector: src}, {detector: exposure}
             )

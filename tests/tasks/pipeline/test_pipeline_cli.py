@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from tasks.cli import build_parser, main
@@ -24,6 +25,15 @@ def test_run_refuses_a_missing_directory(tmp_path, capsys):
 
 
 def test_run_refuses_an_unreachable_database(tmp_path, capsys):
+    # a directory that passes `check` (files are not opened before the APDB is)
+    from tasks.data.layout import DataLayout, visit_info_to_row
+    from tasks.simulate.quick import make_visit_info
+
+    layout = DataLayout(tmp_path)
+    layout.write_visit_table(pd.DataFrame([visit_info_to_row(make_visit_info(visit_id=1))]))
+    for path in (layout.exposure_path(1, 0), layout.deep_coadd_path(0, 0, "r")):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'apdb.sqlite3'}"
     assert main(["run", str(tmp_path), "--apdb-url", url, "--no-progress"]) == 2
     assert "cannot open the APDB" in capsys.readouterr().err
