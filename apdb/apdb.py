@@ -158,6 +158,38 @@ class Apdb(ABC):
     def count_unassociated_objects(self) -> int:
         """Return the number of latest DiaObjects with exactly one DiaSource."""
 
+    # -- analyst reads (the DiaLightCurve view) -------------------------------
+    @abstractmethod
+    def get_light_curve(self, dia_object_id: int) -> pd.DataFrame:
+        """Return every measurement of a DiaObject: detections and forced photometry.
+
+        Parameters
+        ----------
+        dia_object_id : `int`
+            The object.
+
+        Returns
+        -------
+        curve : `pandas.DataFrame`
+            One row per measurement, ordered by time, then ``kind``
+            ('detection' or 'forced'), then ``measurementId`` (the
+            diaSourceId or diaForcedSourceId); columns ``diaObjectId, kind,
+            measurementId, visit, detector, band, midpointMjdTai, ra, dec,
+            psfFlux, psfFluxErr, scienceFlux, scienceFluxErr`` with the
+            schema's dtypes (fluxes in nJy).  Empty for an unknown object.
+        """
+
+    @abstractmethod
+    def get_busiest_dia_objects(self, n: int = 5) -> pd.DataFrame:
+        """Return the ``n`` DiaObjects with the most measurements.
+
+        Returns
+        -------
+        objects : `pandas.DataFrame`
+            ``diaObjectId`` and ``nMeasurements`` (detections plus forced
+            measurements), most measured first, ties by increasing id.
+        """
+
     # -- writes -------------------------------------------------------------------
     @abstractmethod
     def store(
@@ -220,6 +252,10 @@ class Apdb(ABC):
     @abstractmethod
     def schema_version(self) -> str | None:
         """Return the alembic revision of the database."""
+
+    @abstractmethod
+    def metadata_values(self) -> dict[str, str]:
+        """Return the ``metadata`` table: schema versions and the frozen settings."""
 
 
 def _as_config(config: ApdbConfig | str) -> ApdbConfig:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apdb.cli.dispatch import build_dispatch_parser
+from apdb.cli.dispatch import build_dispatch_parser, run_command
 from apdb.errors import ApdbError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
@@ -25,7 +25,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "history": ("apdb.cli.history", "List the schema revisions this package ships."),
     "info": ("apdb.cli.info", "Print row counts, schema revision and frozen config."),
     "lightcurve": ("apdb.cli.lightcurve", "Print (and plot) the light curve of a DiaObject."),
-    "alerts": ("apdb.cli.alerts", "Summarise the alerts of an Avro alert file."),
 }
 
 
@@ -36,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 on an APDB error)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args._module.main(args) or 0)
-    except ApdbError as exc:
-        print(f"apdb {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    return run_command(build_parser(), argv, (ApdbError,))
 
 
 if __name__ == "__main__":

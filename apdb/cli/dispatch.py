@@ -1,17 +1,23 @@
-"""Lazy subcommand dispatch shared by the ``apdb`` and ``apdb-pipeline`` command lines.
+"""Subcommand dispatch shared by the ``apdb`` and ``apdb-pipeline`` command lines.
 
 A subcommand module exposes ``configure_parser(parser)`` and
-``main(args) -> int``; modules are imported when the parser is built, one per
-subcommand, so a command line lists exactly the commands it ships.
+``main(args) -> int``.  Every module is imported when the parser is built
+(their arguments make the help text), so a command line lists exactly the
+commands it ships; modules keep their heavy imports inside ``main``.
+`run_command` runs the chosen subcommand: an expected error becomes one line
+on stderr and a non-zero status, and a reader that stops early (``| head``)
+ends the output quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Mapping, Sequence
 
-__all__ = ["build_dispatch_parser"]
+__all__ = ["build_dispatch_parser", "run_command"]
 
 
 def build_dispatch_parser(
@@ -41,3 +47,43 @@ def build_dispatch_parser(
         module.configure_parser(sub_parser)
         sub_parser.set_defaults(_module=module)
     return parser
+
+
+def run_command(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    errors: tuple[type[BaseException], ...],
+) -> int:
+    """Parse ``argv``, run the subcommand and return its exit status.
+
+    Parameters
+    ----------
+    parser : `argparse.ArgumentParser`
+        A parser from `build_dispatch_parser`.
+    argv : sequence of `str`, optional
+        Arguments (default: ``sys.argv[1:]``).
+    errors : `tuple` [`type`]
+        Exceptions reported as ``PROG COMMAND: error: MESSAGE`` with status 2.
+
+    Returns
+    -------
+    status : `int`
+        The subcommand's status; 2 for an error in ``errors``; 1 when the
+        reader of standard output went away (a broken pipe), with nothing
+        more printed.
+    """
+    args = parser.parse_args(argv)
+    try:
+        status = int(args._module.main(args) or 0)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader (e.g. `head`) closed the pipe: point stdout at /dev/null so
+        # that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
+    except errors as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return status

@@ -22,7 +22,7 @@ from apdb.errors import (
 from apdb.frames import Batch, prepare
 from apdb.schema import ApdbTables
 from apdb.sky import Region
-from apdb.sql import admin
+from apdb.sql import admin, analysis
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
 from apdb.sql.transaction import write_transaction
@@ -178,6 +178,16 @@ class ApdbSql(Apdb):
         )
         with self._connect() as conn:
             return int(conn.execute(stmt).scalar())
+
+    def get_light_curve(self, dia_object_id: int) -> pd.DataFrame:
+        """Return every measurement of a DiaObject (see `Apdb.get_light_curve`)."""
+        with self._connect() as conn:
+            return analysis.light_curve(conn, dia_object_id)
+
+    def get_busiest_dia_objects(self, n: int = 5) -> pd.DataFrame:
+        """Return the ``n`` DiaObjects with the most measurements."""
+        with self._connect() as conn:
+            return analysis.busiest_dia_objects(conn, n)
 
     # -- writes ---------------------------------------------------------------------
     def _prepare(self, name: ApdbTables, df: pd.DataFrame | None, visit_mjd: float) -> Batch:

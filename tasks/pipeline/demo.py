@@ -14,6 +14,10 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from apdb import Apdb
 
 __all__ = ["configure_parser", "main"]
 
@@ -43,15 +47,9 @@ def _simulate(data: Path, visits: int, seed: int) -> None:
     print(f"  done in {time.perf_counter() - start:.0f} s: {data}")
 
 
-def _busiest_object(url: str) -> str:
+def _busiest_object(apdb: Apdb) -> str:
     """Id of the DiaObject with the most measurements (for the example command)."""
-    from apdb.analysis import busiest_dia_objects
-    from apdb.errors import ApdbError
-
-    try:
-        top = busiest_dia_objects(url, limit=1)
-    except ApdbError:
-        return "DIAOBJECTID"
+    top = apdb.get_busiest_dia_objects(1)
     return str(int(top["diaObjectId"].iloc[0])) if len(top) else "DIAOBJECTID"
 
 
@@ -81,10 +79,10 @@ def main(args: argparse.Namespace) -> int:
     print(f"running the pipeline into {url} ...")
     with open_apdb(url) as apdb:
         summary = run_pipeline(layout, apdb, config, progress=not args.no_progress)
+        top = _busiest_object(apdb)
     print()
     print(summary.format())
     example = next(iter(sorted(alerts_dir.glob("*.avro"), reverse=True)), None)
-    top = _busiest_object(url)
     print()
     print("Where things are:")
     print(f"  simulated data  {data}")
@@ -93,7 +91,7 @@ def main(args: argparse.Namespace) -> int:
     print()
     print("How to look at them:")
     if example is not None:
-        print(f"  apdb alerts {example}")
+        print(f"  apdb-pipeline alerts {example}")
     print(f"  apdb lightcurve {top} {url} --plot lightcurve.png")
     print(
         f'  sqlite3 {db_path} \'SELECT "diaObjectId", ra, dec, "nDiaSources" '

@@ -291,20 +291,21 @@ def test_readme_example_queries_run(pipeline_run):
             assert rows, query
 
 
-def test_light_curve_and_alert_summary(pipeline_run, tmp_path):
-    from apdb.analysis import busiest_dia_objects, light_curve, plot_light_curve, summarize_alerts
+def test_light_curve_and_alert_summary(pipeline_run, tmp_path, capsys):
+    from apdb.cli.lightcurve import plot_light_curve
+    from tasks.alerts.summary import summarize_alerts
 
     layout, apdb, summary, _ = pipeline_run
-    top = busiest_dia_objects(apdb.engine, limit=1)
+    top = apdb.get_busiest_dia_objects(1)
     oid = int(top["diaObjectId"].iloc[0])
-    curve = light_curve(apdb.engine, oid)
-    assert len(curve) == int(top["n"].iloc[0]) >= 3
+    curve = apdb.get_light_curve(oid)
+    assert len(curve) == int(top["nMeasurements"].iloc[0]) >= 3
     assert set(curve["kind"]) <= {"detection", "forced"}
     end = Time(70000.0, format="mjd", scale="tai")
     stored = apdb.get_dia_sources(end, object_ids=[oid], months=1000)
     detections = curve[curve["kind"] == "detection"].sort_values("measurementId")
-    np.testing.assert_allclose(
-        detections["psfFlux"], stored.sort_values("diaSourceId")["psfFlux"], rtol=1e-6
+    np.testing.assert_array_equal(
+        detections["psfFlux"].to_numpy(), stored.sort_values("diaSourceId")["psfFlux"].to_numpy()
     )
     png = plot_light_curve(curve, tmp_path / "lc.png", title=str(oid))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -312,13 +313,18 @@ def test_light_curve_and_alert_summary(pipeline_run, tmp_path):
     text = summarize_alerts(layout.alerts_path(visit, detector), limit=None)
     n = len(read_alert_file(layout.alerts_path(visit, detector)))
     assert f"{n} alert(s)" in text and len(text.splitlines()) == n + 4
-    # the same through the `apdb` command line
+    # the same through the command lines
     from apdb.cli import main as apdb_main
+    from tasks.cli import main as pipeline_main
 
     url = apdb.engine.url.render_as_string(hide_password=False)
+    capsys.readouterr()
     assert apdb_main(["lightcurve", str(oid), url, "--plot", str(tmp_path / "cli.png")]) == 0
     assert (tmp_path / "cli.png").stat().st_size > 1000
-    assert apdb_main(["alerts", str(layout.alerts_path(visit, detector)), "--all"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(curve) + 2  # header, one line per measurement, "plot written"
+    assert pipeline_main(["alerts", str(layout.alerts_path(visit, detector)), "--all"]) == 0
+    assert capsys.readouterr().out.strip() == text
 
 
 @pytest.mark.postgres
