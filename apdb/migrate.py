@@ -1,7 +1,8 @@
 """Alembic migrations of an APDB, usable without an ini file.
 
-The revisions live in the top-level ``migrations`` package, which is installed
-with ``apdb`` (see ``pyproject.toml``), so an installed package can migrate.
+The revisions live in the repository's ``migrations/`` folder, which the wheel
+ships as ``apdb/migrations`` (see ``pyproject.toml`` and `script_location`),
+so an installed package can migrate.
 
 `upgrade`, `downgrade` and `stamp` take either
 
@@ -58,10 +59,22 @@ class MigrationError(ApdbError):
 
 
 def script_location() -> Path:
-    """Directory of the alembic environment (the ``migrations`` package)."""
-    import migrations
+    """Directory of the alembic environment and its revisions.
 
-    return Path(migrations.__file__).parent
+    An installed wheel carries them inside the package (``apdb/migrations``,
+    copied there from the repository's ``migrations/`` folder when the wheel
+    is built); a source checkout (editable install) uses that folder itself.
+
+    Raises
+    ------
+    MigrationError
+        Neither is present.
+    """
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "migrations", here.parent / "migrations"):
+        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
+            return candidate
+    raise MigrationError(f"no alembic environment in {here / 'migrations'} or {here.parent}")
 
 
 def alembic_config(

@@ -26,7 +26,13 @@ import sqlalchemy as sa
 from alembic import context
 
 from apdb.schema import make_metadata
-from migrations import online
+
+try:  # an installed wheel: this folder ships inside the package as apdb/migrations
+    from apdb.migrations import online
+except ModuleNotFoundError as exc:  # a source checkout: the repository's migrations/
+    if exc.name != "apdb.migrations":
+        raise
+    from migrations import online
 
 config = context.config
 namespace = config.attributes.get("namespace")
