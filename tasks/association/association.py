@@ -1,12 +1,19 @@
 """Associate new DiaSources with known DiaObjects (`AssociationTask`).
 
-Candidates are every DiaObject within ``maxDistArcSeconds`` of a DiaSource,
-found with a KD-tree on unit vectors.  Each candidate pair gets a cost: the
+Each source/object pair has a combined positional covariance: the sum of the
+two sides' covariances (``raErr``, ``decErr``, ``ra_dec_Cov``; a default
+error where a row has none), each axis floored.  A pair is a candidate when
+its separation is within ``radius_nsigma`` times the combined sigma along
+the covariance's longest axis, bounded below by ``min_radius_arcsec`` and
+above by ``maxDistArcSeconds``: a young object (error about the source's)
+is searched farther out than a well measured one, and a precise source next
+to a precise object is not pulled in from far away.  Candidates are found
+with a KD-tree on unit vectors.  Each candidate pair gets a cost: the
 Gaussian negative log-likelihood of the offset when positional errors are
-available (per-axis variance = sum of the two sides' variances, floored),
-otherwise the angular distance.  The assignment is a global one-to-one
-minimum-cost bipartite matching in which every source also has a private
-"no match" option, solved with `scipy.sparse.csgraph.min_weight_full_bipartite_matching`.
+available, otherwise the angular distance.  The
+assignment is a global one-to-one minimum-cost bipartite matching in which
+every source also has a private "no match" option, solved with
+`scipy.sparse.csgraph.min_weight_full_bipartite_matching`.
 Unlike a greedy nearest-neighbour pass, this gets crowded pairs right: two
 sources 0.6″ apart next to two objects are not both pulled to the nearer one.
 """
@@ -48,7 +55,22 @@ class AssociationConfig(TaskConfig):
     """Configuration of `AssociationTask`."""
 
     maxDistArcSeconds: float = Field(
-        1.0, gt=0.0, description="Largest DiaSource-DiaObject distance that can match (arcsec)."
+        2.0,
+        gt=0.0,
+        description="Cap of the candidate radius: no DiaSource-DiaObject pair farther apart "
+        "can match (arcsec).",
+    )
+    radius_nsigma: float = Field(
+        5.0,
+        gt=0.0,
+        description="Candidate radius of a pair in units of its combined positional sigma "
+        "(the longest axis of the summed source and object covariances).",
+    )
+    min_radius_arcsec: float = Field(
+        0.5,
+        gt=0.0,
+        description="Floor of the candidate radius (arcsec), against underestimated errors; "
+        "larger values are capped at maxDistArcSeconds.",
     )
     score_method: Literal["auto", "nll", "distance"] = Field(
         "auto",
@@ -68,7 +90,12 @@ class AssociationConfig(TaskConfig):
 
 
 class CandidatePairs(Struct):
-    """Candidate source/object pairs: ``src``, ``obj`` (row positions), ``dist`` (arcsec)."""
+    """Candidate source/object pairs.
+
+    ``src``, ``obj`` (row positions), ``dist`` (arcsec), ``radius`` (the
+    pair's candidate radius, arcsec) and the combined covariance in the
+    tangent plane of the object (arcsec², east/north): ``cxx``, ``cyy``, ``cxy``.
+    """
 
 
 class AssociationTask(Task):
@@ -169,13 +196,23 @@ class AssociationTask(Task):
     def find_candidates(
         self, dia_objects: pd.DataFrame, dia_sources: pd.DataFrame
     ) -> CandidatePairs:
-        """Find every object within ``maxDistArcSeconds`` of each source."""
+        """Find every object within its pair's candidate radius of each source.
+
+        The KD-tree is searched out to the largest radius any pair can have
+        (the cap, or less when every error is small); the pairs beyond
+        their own radius are then dropped.
+        """
+        src_cov = self._covariances(dia_sources)
+        obj_cov = self._covariances(dia_objects)
         empty = np.empty(0, dtype=np.intp)
         if len(dia_objects) == 0 or len(dia_sources) == 0:
-            return CandidatePairs(src=empty, obj=empty, dist=np.empty(0))
+            return self._pairs(empty, empty, np.empty(0), src_cov, obj_cov)
+        # largest combined sigma of any pair bounds the search radius
+        widest = np.sqrt(_max_eigen(*src_cov).max() + _max_eigen(*obj_cov).max())
+        search = self._radius(widest)
         obj_vec = unit_vectors(dia_objects["ra"].to_numpy(), dia_objects["dec"].to_numpy())
         src_vec = unit_vectors(dia_sources["ra"].to_numpy(), dia_sources["dec"].to_numpy())
-        chord = chord_for_arcsec(self.config.maxDistArcSeconds)
+        chord = chord_for_arcsec(search)
         # an unbalanced, non-compact tree builds twice as fast and queries as fast here
         tree = cKDTree(obj_vec, balanced_tree=False, compact_nodes=False)
         # A k-nearest query returns arrays (no per-source Python lists); the
@@ -196,9 +233,42 @@ class AssociationTask(Task):
             src = np.concatenate((src, np.repeat(crowded, counts)))
             obj = np.concatenate((obj, np.concatenate(found).astype(np.intp)))
         if len(src) == 0:
-            return CandidatePairs(src=empty, obj=empty, dist=np.empty(0))
+            return self._pairs(empty, empty, np.empty(0), src_cov, obj_cov)
         dist = chord_to_arcsec(np.linalg.norm(src_vec[src] - obj_vec[obj], axis=1))
-        return CandidatePairs(src=src, obj=obj, dist=dist)
+        return self._pairs(src, obj, dist, src_cov, obj_cov)
+
+    def _pairs(
+        self,
+        src: np.ndarray,
+        obj: np.ndarray,
+        dist: np.ndarray,
+        src_cov: tuple[np.ndarray, np.ndarray, np.ndarray],
+        obj_cov: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> CandidatePairs:
+        """Compute combined covariances and radii of pairs; keep those within their radius."""
+        floor2 = self.config.position_error_floor_arcsec**2
+        cxx = np.maximum(src_cov[0][src] + obj_cov[0][obj], floor2)
+        cyy = np.maximum(src_cov[1][src] + obj_cov[1][obj], floor2)
+        # keep the matrix positive definite after the floor
+        limit = 0.999 * np.sqrt(cxx * cyy)
+        cxy = np.clip(src_cov[2][src] + obj_cov[2][obj], -limit, limit)
+        radius = self._radius(np.sqrt(_max_eigen(cxx, cyy, cxy)))
+        keep = dist <= radius
+        return CandidatePairs(
+            src=src[keep],
+            obj=obj[keep],
+            dist=dist[keep],
+            radius=radius[keep],
+            cxx=cxx[keep],
+            cyy=cyy[keep],
+            cxy=cxy[keep],
+        )
+
+    def _radius(self, sigma: np.ndarray | float) -> np.ndarray:
+        """Candidate radius (arcsec) for a combined sigma: k sigma, floored and capped."""
+        cap = self.config.maxDistArcSeconds
+        floor = min(self.config.min_radius_arcsec, cap)
+        return np.clip(self.config.radius_nsigma * np.asarray(sigma, dtype=np.float64), floor, cap)
 
     def score(
         self, dia_objects: pd.DataFrame, dia_sources: pd.DataFrame, pairs: CandidatePairs
@@ -206,33 +276,26 @@ class AssociationTask(Task):
         """Return the cost of each candidate pair and each source's no-match cost.
 
         The no-match cost of a source is the largest cost any of its
-        candidates would have at the search radius, so on its own every
-        candidate beats "no match"; a candidate is left unmatched only when
-        giving its object to another source lowers the total cost.
+        candidates could have at its pair's radius (the offset along the
+        covariance's shortest axis), so on its own every candidate beats "no match"; a
+        candidate is left unmatched only when giving its object to another
+        source lowers the total cost.
         """
         n_src = len(dia_sources)
-        use_nll = self._use_nll(dia_objects, dia_sources)
-        radius = self.config.maxDistArcSeconds
-        if not use_nll:
-            cost = pairs.dist / radius
-            return cost, np.ones(n_src)
+        if not self._use_nll(dia_objects, dia_sources):
+            return pairs.dist / self.config.maxDistArcSeconds, np.ones(n_src)
         floor2 = self.config.position_error_floor_arcsec**2
-        sx2 = self._sigma2(dia_sources, "raErr", pairs.src, dia_sources["dec"]) + self._sigma2(
-            dia_objects, "raErr", pairs.obj, dia_objects["dec"]
-        )
-        sy2 = self._sigma2(dia_sources, "decErr", pairs.src) + self._sigma2(
-            dia_objects, "decErr", pairs.obj
-        )
-        sx2 = np.maximum(sx2, floor2)
-        sy2 = np.maximum(sy2, floor2)
         ra_s = dia_sources["ra"].to_numpy()[pairs.src]
         dec_s = dia_sources["dec"].to_numpy()[pairs.src]
         ra_o = dia_objects["ra"].to_numpy()[pairs.obj]
         dec_o = dia_objects["dec"].to_numpy()[pairs.obj]
         dx, dy = tangent_offsets_arcsec(ra_s, dec_s, ra_o, dec_o)
-        log_norm = 0.5 * np.log(sx2 * sy2 / floor2**2)  # >= 0 because of the floor
-        cost = 0.5 * (dx**2 / sx2 + dy**2 / sy2) + log_norm
-        at_radius = 0.5 * radius**2 / np.minimum(sx2, sy2) + log_norm
+        cxx, cyy, cxy = pairs.cxx, pairs.cyy, pairs.cxy
+        det = cxx * cyy - cxy**2
+        log_norm = 0.5 * np.log(det / floor2**2)  # >= 0: each axis is floored
+        cost = 0.5 * (cyy * dx**2 - 2.0 * cxy * dx * dy + cxx * dy**2) / det + log_norm
+        # the largest cost at distance r: the offset along the shortest axis
+        at_radius = 0.5 * pairs.radius**2 / _min_eigen(cxx, cyy, cxy) + log_norm
         no_match = np.zeros(n_src)
         np.maximum.at(no_match, pairs.src, at_radius)
         return cost, no_match
@@ -283,23 +346,25 @@ class AssociationTask(Task):
         needed = {"raErr", "decErr"}
         return needed <= set(dia_objects.columns) and needed <= set(dia_sources.columns)
 
-    def _sigma2(
-        self,
-        table: pd.DataFrame,
-        column: str,
-        index: np.ndarray,
-        dec: pd.Series | None = None,
-    ) -> np.ndarray:
-        """Per-pair positional variance (arcsec²) of one side, with the fallback."""
-        if column in table.columns:
-            err = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)[index]
-            err = err * _ARCSEC_PER_DEG
-            if dec is not None:  # raErr is an error of the ra coordinate
-                err = err * np.cos(np.radians(dec.to_numpy(dtype=np.float64)[index]))
-        else:
-            err = np.full(len(index), np.nan)
-        err = np.where(np.isfinite(err) & (err > 0), err, self.config.default_position_error_arcsec)
-        return err**2
+    def _covariances(self, table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-row positional covariance on the sky (east, north; arcsec²), with the fallback.
+
+        ``raErr`` is the error of the ra coordinate (so ``raErr cos(dec)`` on
+        the sky) and ``ra_dec_Cov`` the ra/dec covariance (degrees²).  Rows
+        without a finite positive ``raErr`` and ``decErr`` take
+        ``default_position_error_arcsec`` on both axes and no covariance.
+        """
+        n = len(table)
+        cosd = np.cos(np.radians(table["dec"].to_numpy(dtype=np.float64))) if n else np.ones(0)
+        ra_err = _column(table, "raErr") * _ARCSEC_PER_DEG * cosd
+        dec_err = _column(table, "decErr") * _ARCSEC_PER_DEG
+        cov = _column(table, "ra_dec_Cov") * _ARCSEC_PER_DEG**2 * cosd
+        ok = np.isfinite(ra_err) & (ra_err > 0) & np.isfinite(dec_err) & (dec_err > 0)
+        default2 = self.config.default_position_error_arcsec**2
+        cxx = np.where(ok, ra_err**2, default2)
+        cyy = np.where(ok, dec_err**2, default2)
+        cxy = np.where(ok & np.isfinite(cov), cov, 0.0)
+        return cxx, cyy, cxy
 
     def _clean(
         self, table: pd.DataFrame, id_column: str, what: str
@@ -333,6 +398,23 @@ class AssociationTask(Task):
         clean["ra"] = ra[good]
         clean["dec"] = dec[good]
         return clean, table.loc[~good]
+
+
+def _column(table: pd.DataFrame, column: str) -> np.ndarray:
+    """Return a numeric column as float64 (NaN where missing or not a number)."""
+    if column not in table.columns:
+        return np.full(len(table), np.nan)
+    return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _max_eigen(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
+    """Largest eigenvalue of symmetric 2 x 2 matrices."""
+    return 0.5 * (cxx + cyy) + np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy**2)
+
+
+def _min_eigen(cxx: np.ndarray, cyy: np.ndarray, cxy: np.ndarray) -> np.ndarray:
+    """Smallest eigenvalue of symmetric 2 x 2 matrices."""
+    return 0.5 * (cxx + cyy) - np.sqrt(0.25 * (cxx - cyy) ** 2 + cxy**2)
 
 
 def _compact(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,16 @@ Definitions (per object and band, over the DiaSources with a finite ``psfFlux``)
 - ``{band}_fpFluxMean`` / ``MeanErr``: the same weighted mean for the forced
   ``psfFlux`` of the DiaForcedSources (when given).
 
-Per object: ``ra``/``dec`` the mean of the unit vectors of all its DiaSources,
-``raErr``/``decErr`` the inverse-variance combination of the sources' errors,
-``nDiaSources``, ``firstDiaSourceMjdTai``, ``lastDiaSourceMjdTai``.
+Per object: ``ra``/``dec`` the inverse-covariance weighted mean position of
+its DiaSources (in the tangent plane of their mean unit vector; each source's
+covariance from ``raErr``, ``decErr``, ``ra_dec_Cov``), ``raErr``/``decErr``/
+``ra_dec_Cov`` the covariance of that mean (``(sum C_i^-1)^-1``: it shrinks as
+``1/sqrt(n)`` with the number of detections, which is what lets the
+association radius of a well measured object shrink), ``nDiaSources``,
+``firstDiaSourceMjdTai``, ``lastDiaSourceMjdTai``.  Sources without a finite
+positive ``raErr`` and ``decErr`` do not weigh in the position when others
+have them; an object none of whose sources has them gets the plain mean of
+the unit vectors and NaN errors.
 """
 
 from __future__ import annotations
@@ -27,7 +34,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.association.skygeom import unit_vectors, vectors_to_radec
+from tasks.association.skygeom import (
+    tangent_offsets_arcsec,
+    tangent_to_radec,
+    unit_vectors,
+    vectors_to_radec,
+)
 from tasks.core.base import TaskError
 
 __all__ = [
@@ -52,6 +64,7 @@ STAT_INPUT_COLUMNS = (
     "scienceFluxErr",
     "raErr",
     "decErr",
+    "ra_dec_Cov",
 )
 """DiaSource columns the statistics read (the first seven are required)."""
 
@@ -184,19 +197,8 @@ def compute_dia_object_stats(dia_sources: pd.DataFrame) -> pd.DataFrame:
     obj_key = groups.key // n_bands
     n_obj = len(groups.object_ids)
 
-    # per object: mean unit vector, combined positional errors, counts, times
-    vec = unit_vectors(_numeric(src, "ra"), _numeric(src, "dec"))
-    sum_vec = np.column_stack(
-        [np.bincount(obj_key, weights=vec[:, i], minlength=n_obj) for i in range(3)]
-    )
-    ra, dec = vectors_to_radec(sum_vec)
-    pos_err = {}
-    for column in ("raErr", "decErr"):
-        err = _numeric(src, column)
-        ok = np.isfinite(err) & (err > 0)
-        sum_w = np.bincount(obj_key[ok], weights=err[ok] ** -2.0, minlength=n_obj)
-        with np.errstate(divide="ignore"):
-            pos_err[column] = np.where(sum_w > 0, sum_w**-0.5, np.nan)
+    # per object: weighted mean position and its covariance, counts, times
+    position = _mean_positions(src, obj_key, n_obj)
     t = _numeric(src, "midpointMjdTai")
     first = np.full(n_obj, np.inf)
     last = np.full(n_obj, -np.inf)
@@ -204,10 +206,7 @@ def compute_dia_object_stats(dia_sources: pd.DataFrame) -> pd.DataFrame:
     np.maximum.at(last, obj_key, t)
     out: dict[str, np.ndarray] = {
         "diaObjectId": groups.object_ids,
-        "ra": ra,
-        "dec": dec,
-        "raErr": pos_err["raErr"],
-        "decErr": pos_err["decErr"],
+        **position,
         "nDiaSources": np.bincount(obj_key, minlength=n_obj).astype(np.int64),
         "firstDiaSourceMjdTai": first,
         "lastDiaSourceMjdTai": last,
@@ -242,6 +241,53 @@ def compute_dia_object_stats(dia_sources: pd.DataFrame) -> pd.DataFrame:
     for name in BAND_STAT_NAMES:
         out.update(groups.columns(name, per_band[name]))
     return pd.DataFrame(out)
+
+
+def _mean_positions(src: pd.DataFrame, obj_key: np.ndarray, n_obj: int) -> dict[str, np.ndarray]:
+    """Inverse-covariance weighted mean position of each object and its covariance.
+
+    Offsets are taken in the tangent plane (east, north; arcsec) about the
+    mean unit vector of each object's sources.
+    """
+    ra_s, dec_s = _numeric(src, "ra"), _numeric(src, "dec")
+    vec = unit_vectors(ra_s, dec_s)
+    sum_vec = np.column_stack(
+        [np.bincount(obj_key, weights=vec[:, i], minlength=n_obj) for i in range(3)]
+    )
+    ra0, dec0 = vectors_to_radec(sum_vec)
+    # each source's covariance on the sky (arcsec^2)
+    cos_s = np.cos(np.radians(dec_s))
+    sx = _numeric(src, "raErr") * 3600.0 * cos_s
+    sy = _numeric(src, "decErr") * 3600.0
+    sxy = np.nan_to_num(_numeric(src, "ra_dec_Cov") * 3600.0**2 * cos_s)
+    ok = np.isfinite(sx) & (sx > 0) & np.isfinite(sy) & (sy > 0)
+    sx, sy = np.where(ok, sx, 1.0), np.where(ok, sy, 1.0)
+    sxy = np.clip(np.where(ok, sxy, 0.0), -0.999 * sx * sy, 0.999 * sx * sy)
+    det = sx**2 * sy**2 - sxy**2
+    ixx, iyy, ixy = sy**2 / det, sx**2 / det, -sxy / det
+    dx, dy = tangent_offsets_arcsec(ra_s, dec_s, ra0[obj_key], dec0[obj_key])
+    key = obj_key[ok]
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(key, weights=values[ok], minlength=n_obj)
+
+    sum_xx, sum_yy, sum_xy = total(ixx), total(iyy), total(ixy)
+    bx = total(ixx * dx + ixy * dy)
+    by = total(ixy * dx + iyy * dy)
+    has = np.bincount(key, minlength=n_obj) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        big_det = np.where(has, sum_xx * sum_yy - sum_xy**2, np.nan)
+        cxx, cyy, cxy = sum_yy / big_det, sum_xx / big_det, -sum_xy / big_det
+        mx, my = cxx * bx + cxy * by, cxy * bx + cyy * by
+    ra, dec = tangent_to_radec(np.where(has, mx, 0.0), np.where(has, my, 0.0), ra0, dec0)
+    cos_o = np.cos(np.radians(dec))
+    return {
+        "ra": ra,
+        "dec": dec,
+        "raErr": np.sqrt(cxx) / cos_o / 3600.0,
+        "decErr": np.sqrt(cyy) / 3600.0,
+        "ra_dec_Cov": cxy / cos_o / 3600.0**2,
+    }
 
 
 def compute_forced_flux_stats(dia_forced_sources: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ __all__ = [
     "chord_for_arcsec",
     "chord_to_arcsec",
     "tangent_offsets_arcsec",
+    "tangent_to_radec",
     "vectors_to_radec",
 ]
 
@@ -62,6 +63,22 @@ def tangent_offsets_arcsec(
     xi = np.cos(dec_r) * np.sin(d_ra) / cos_c
     eta = (np.cos(dec0_r) * np.sin(dec_r) - np.sin(dec0_r) * np.cos(dec_r) * np.cos(d_ra)) / cos_c
     return xi * ARCSEC_PER_RAD, eta * ARCSEC_PER_RAD
+
+
+def tangent_to_radec(
+    d_east: np.ndarray, d_north: np.ndarray, ra0: np.ndarray, dec0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(ra, dec)`` in degrees of gnomonic offsets (arcsec) about ``(ra0, dec0)``.
+
+    The inverse of `tangent_offsets_arcsec`.
+    """
+    xi = np.asarray(d_east, dtype=np.float64) / ARCSEC_PER_RAD
+    eta = np.asarray(d_north, dtype=np.float64) / ARCSEC_PER_RAD
+    ra0_r, dec0_r = np.radians(ra0), np.radians(dec0)
+    denom = np.cos(dec0_r) - eta * np.sin(dec0_r)
+    ra = np.degrees(ra0_r + np.arctan2(xi, denom)) % 360.0
+    dec = np.degrees(np.arctan2(np.sin(dec0_r) + eta * np.cos(dec0_r), np.hypot(xi, denom)))
+    return ra, dec
 
 
 def vectors_to_radec(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

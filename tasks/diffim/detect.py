@@ -549,10 +549,20 @@ class DetectAndMeasureTask(Task):
         ra_x, dec_x = exposure.pixel_to_sky(x + 1.0, y)
         ra_y, dec_y = exposure.pixel_to_sky(x, y + 1.0)
         cosd = np.cos(np.radians(dec))
-        ddx = np.hypot((ra_x - ra) * cosd, dec_x - dec)
-        ddy = np.hypot((ra_y - ra) * cosd, dec_y - dec)
+        # Jacobian of (ra, dec) with respect to (x, y), degrees per pixel
+        j_ra_x = (ra_x - ra + 180.0) % 360.0 - 180.0
+        j_ra_y = (ra_y - ra + 180.0) % 360.0 - 180.0
+        j_dec_x, j_dec_y = dec_x - dec, dec_y - dec
+        ddx = np.hypot(j_ra_x * cosd, j_dec_x)
+        ddy = np.hypot(j_ra_y * cosd, j_dec_y)
         scale_deg = np.sqrt(ddx * ddy)
-        ra_err = table["xErr"].to_numpy(float) * scale_deg
+        # covariance of (ra, dec) from the centroid errors: J diag(xErr², yErr²) Jᵀ;
+        # raErr is the error of the ra coordinate (Rubin's convention), not on the sky
+        var_x = table["xErr"].to_numpy(float) ** 2
+        var_y = table["yErr"].to_numpy(float) ** 2
+        ra_err = np.sqrt(j_ra_x**2 * var_x + j_ra_y**2 * var_y)
+        dec_err = np.sqrt(j_dec_x**2 * var_x + j_dec_y**2 * var_y)
+        ra_dec_cov = j_ra_x * j_dec_x * var_x + j_ra_y * j_dec_y * var_y
         if n and table["isDipole"].any():
             dip = table["isDipole"].to_numpy(bool)
             table["dipoleLength"] = np.where(
@@ -590,8 +600,8 @@ class DetectAndMeasureTask(Task):
         table["ra"] = ra
         table["dec"] = dec
         table["raErr"] = ra_err
-        table["decErr"] = table["yErr"].to_numpy(float) * scale_deg
-        table["ra_dec_Cov"] = 0.0
+        table["decErr"] = dec_err
+        table["ra_dec_Cov"] = ra_dec_cov
         table["timeProcessedMjdTai"] = Time.now().tai.mjd
         table["dipoleFitAttempted"] = False
         table["dipoleNdata"] = 0

@@ -211,7 +211,9 @@ def test_candidates_equal_brute_force_search():
     # very dense: ~3 objects per square arcsec, so many sources have > 4 candidates
     obj = _objects(10 + rng.uniform(0, 20, 1200) * ARCSEC, 5 + rng.uniform(0, 20, 1200) * ARCSEC)
     src = _sources(10 + rng.uniform(0, 20, 300) * ARCSEC, 5 + rng.uniform(0, 20, 300) * ARCSEC)
-    pairs = AssociationTask().find_candidates(obj, src)
+    # without errors every pair has the default errors' radius, here capped at 1"
+    task = AssociationTask(config=AssociationConfig(maxDistArcSeconds=1.0))
+    pairs = task.find_candidates(obj, src)
     s_c = SkyCoord(src.ra.to_numpy() * u.deg, src.dec.to_numpy() * u.deg)
     o_c = SkyCoord(obj.ra.to_numpy() * u.deg, obj.dec.to_numpy() * u.deg)
     i_s, i_o, sep, _ = search_around_sky(s_c, o_c, 1.0 * u.arcsec)
@@ -243,3 +245,88 @@ def test_result_does_not_depend_on_row_order():
         .matches.set_index("diaSourceId")["diaObjectId"]
     )
     pd.testing.assert_series_equal(first.sort_index(), again.sort_index())
+
+
+@pytest.mark.parametrize(
+    ("src_err", "obj_err", "offset", "expected"),
+    [
+        (0.3, 0.3, 1.9, True),  # young object at 0.3": 5 sigma = 2.1", capped at 2.0"
+        (0.3, 0.3, 2.05, False),  # beyond the cap
+        (0.3, 0.09, 1.5, True),  # mature object: 5 x 0.313" = 1.57"
+        (0.3, 0.09, 1.65, False),
+        (0.1, 0.03, 0.6, False),  # precise pair: 5 x 0.104" = 0.52"
+        (0.1, 0.03, 0.5, True),
+        (0.02, 0.02, 0.45, True),  # tiny errors: the 0.5" floor
+        (0.02, 0.02, 0.55, False),
+    ],
+)
+def test_candidate_radius_follows_the_positional_errors(src_err, obj_err, offset, expected):
+    dec0 = 40.0
+    cosd = np.cos(np.radians(dec0))
+    obj = _objects(np.array([100.0]), np.array([dec0]), [obj_err])
+    # along a diagonal, so both axes and the tangent-plane offsets are used
+    src = _sources(
+        np.array([100.0 + offset / np.sqrt(2) * ARCSEC / cosd]),
+        np.array([dec0 + offset / np.sqrt(2) * ARCSEC]),
+        [src_err],
+    )
+    result = AssociationTask().run(src, obj)
+    assert (result.nUpdatedDiaObjects == 1) is expected
+    assert len(result.unAssocDiaSources) == (0 if expected else 1)
+
+
+def test_radius_settings_are_configurable():
+    obj = _objects(np.array([100.0]), np.array([0.0]), [0.3])
+    src = _sources(np.array([100.0 + 1.9 * ARCSEC]), np.array([0.0]), [0.3])
+    assert AssociationTask().run(src, obj).nUpdatedDiaObjects == 1
+    config = AssociationConfig(radius_nsigma=3.0)  # 3 x 0.42" = 1.27"
+    assert AssociationTask(config=config).run(src, obj).nUpdatedDiaObjects == 0
+    config = AssociationConfig(maxDistArcSeconds=1.0)
+    assert AssociationTask(config=config).run(src, obj).nUpdatedDiaObjects == 0
+    precise = _objects(np.array([100.0]), np.array([0.0]), [0.01])
+    near = _sources(np.array([100.0 + 0.7 * ARCSEC]), np.array([0.0]), [0.01])
+    assert AssociationTask().run(near, precise).nUpdatedDiaObjects == 0
+    config = AssociationConfig(min_radius_arcsec=0.8)
+    assert AssociationTask(config=config).run(near, precise).nUpdatedDiaObjects == 1
+
+
+def test_noise_detection_next_to_an_undetected_object_starts_a_new_object():
+    # a well measured object (12 detections of 0.1": 0.03") is not detected in
+    # this visit; a noise detection 0.8" away (inside the old fixed 1" radius)
+    # is 7.6 sigma off and must seed its own object, while a real detection
+    # 0.25" away from a second such object still matches it
+    obj = _objects(np.array([10.0, 10.01]), np.array([-5.0, -5.0]), [0.03, 0.03])
+    cosd = np.cos(np.radians(-5.0))
+    src = _sources(
+        np.array([10.0 + 0.8 * ARCSEC / cosd, 10.01 + 0.25 * ARCSEC / cosd]),
+        np.array([-5.0, -5.0]),
+        [0.1, 0.1],
+    )
+    result = AssociationTask().run(src, obj)
+    assert result.unAssocDiaSources.diaSourceId.tolist() == [src.diaSourceId[0]]
+    assert result.matchedDiaSources.diaObjectId.tolist() == [obj.diaObjectId[1]]
+
+
+def test_ra_dec_covariance_shapes_the_likelihood():
+    # an object elongated along the north-east diagonal (correlation 0.9):
+    # a source 0.8" off along the long axis matches, one 0.8" off across it does not
+    dec0 = 20.0
+    cosd = np.cos(np.radians(dec0))
+    sig, rho = 0.3, 0.9
+    obj = _objects(np.array([50.0, 50.1]), np.array([dec0, dec0]), [sig, sig])
+    obj["ra_dec_Cov"] = rho * sig**2 * ARCSEC**2 / cosd
+    d = 0.8 / np.sqrt(2)
+    src = _sources(
+        np.array([50.0 + d * ARCSEC / cosd, 50.1 + d * ARCSEC / cosd]),
+        np.array([dec0 + d * ARCSEC, dec0 - d * ARCSEC]),
+        [0.02, 0.02],
+    )
+    task = AssociationTask(config=AssociationConfig(min_radius_arcsec=0.1))
+    pairs = task.find_candidates(obj, src)
+    # both are inside 5 sigma of the long axis (5 x 0.41" = 2.1")
+    assert len(pairs.src) == 2
+    cost, _ = task.score(obj, src, pairs)
+    along, across = cost[np.argsort(pairs.src)]
+    # Mahalanobis^2 / 2 with the eigenvalues (1 +- rho) sig^2 + 0.02^2 of the summed covariance
+    long_axis, short_axis = (1 + rho) * sig**2 + 0.02**2, (1 - rho) * sig**2 + 0.02**2
+    assert across - along == pytest.approx(0.5 * 0.64 * (1 / short_axis - 1 / long_axis), rel=1e-3)

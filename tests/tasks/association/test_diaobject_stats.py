@@ -55,17 +55,14 @@ def direct(history: pd.DataFrame) -> pd.DataFrame:
     out = []
     for obj_id, grp in history.dropna(subset=["diaObjectId"]).groupby("diaObjectId"):
         row = {"diaObjectId": int(obj_id), "nDiaSources": len(grp)}
-        ra, dec = np.radians(grp.ra), np.radians(grp.dec)
-        v = np.array(
-            [
-                np.sum(np.cos(dec) * np.cos(ra)),
-                np.sum(np.cos(dec) * np.sin(ra)),
-                np.sum(np.sin(dec)),
-            ]
-        )
-        row["ra"] = np.degrees(np.arctan2(v[1], v[0])) % 360
-        row["dec"] = np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))
+        # no ra/dec covariance: the inverse-variance weighted mean of each
+        # coordinate (ra unwrapped about the first source), errors combined likewise
+        w_ra = (grp.raErr * np.cos(np.radians(grp.dec))) ** -2
+        d_ra = (grp.ra - grp.ra.iloc[0] + 180.0) % 360.0 - 180.0
+        row["ra"] = (grp.ra.iloc[0] + np.sum(w_ra * d_ra) / np.sum(w_ra)) % 360
+        row["dec"] = np.sum(grp.dec / grp.decErr**2) / np.sum(grp.decErr**-2)
         row["decErr"] = 1 / np.sqrt(np.sum(grp.decErr**-2))
+        row["ra_dec_Cov"] = 0.0
         row["firstDiaSourceMjdTai"] = grp.midpointMjdTai.min()
         row["lastDiaSourceMjdTai"] = grp.midpointMjdTai.max()
         for band in BANDS:
@@ -106,6 +103,17 @@ def test_statistics_equal_direct_computation():
             err_msg=column,
             equal_nan=True,
         )
+    # ra error of the coordinate: 1/sqrt(sum raErr**-2) up to the tiny cos(dec)
+    # differences between a source's declination and the object's
+    np.testing.assert_allclose(
+        got["raErr"].to_numpy(float),
+        history.dropna(subset=["diaObjectId"])
+        .groupby("diaObjectId")
+        .raErr.apply(lambda e: 1 / np.sqrt(np.sum(e**-2)))
+        .loc[want.index]
+        .to_numpy(float),
+        rtol=1e-5,
+    )
     # bands never observed: zero counts and NaN statistics
     assert (got["u_psfFluxNdata"] == 0).all()
     assert got["u_psfFluxMean"].isna().all()
@@ -160,3 +168,79 @@ def test_forced_flux_stats():
     assert stats.loc[1, "g_fpFluxMeanErr"] == pytest.approx(1 / np.sqrt(w.sum()))
     assert stats.loc[1, "r_fpFluxMean"] == pytest.approx(5.0)
     assert np.isnan(stats.loc[2, "g_fpFluxMean"])
+
+
+def test_position_errors_shrink_with_detections_and_keep_the_covariance():
+    # n detections of one object, each with the same elongated covariance C
+    # (sky, arcsec^2): the mean's covariance is C / n, its position the plain mean
+    rng = np.random.default_rng(8)
+    dec0 = -45.0
+    cosd = np.cos(np.radians(dec0))
+    cov = np.array([[0.09, 0.06], [0.06, 0.16]])  # arcsec^2, correlation 0.5
+    rows = []
+    for n_det, obj_id in ((1, 1), (4, 2), (16, 3)):
+        offsets = rng.multivariate_normal([0, 0], cov, n_det)
+        rows.append(
+            pd.DataFrame(
+                {
+                    "diaObjectId": obj_id,
+                    "band": "g",
+                    "ra": 120.0 + offsets[:, 0] / 3600 / cosd,
+                    "dec": dec0 + offsets[:, 1] / 3600,
+                    "raErr": np.sqrt(cov[0, 0]) / 3600 / cosd,
+                    "decErr": np.sqrt(cov[1, 1]) / 3600,
+                    "ra_dec_Cov": cov[0, 1] / 3600**2 / cosd,
+                    "midpointMjdTai": 60000.0 + np.arange(n_det),
+                    "psfFlux": 1.0,
+                    "psfFluxErr": 1.0,
+                }
+            )
+        )
+        rows[-1]["mean_east"] = offsets[:, 0].mean()
+        rows[-1]["mean_north"] = offsets[:, 1].mean()
+    history = pd.concat(rows, ignore_index=True)
+    stats = compute_dia_object_stats(history).set_index("diaObjectId")
+    for obj_id, n_det in ((1, 1), (2, 4), (3, 16)):
+        row = stats.loc[obj_id]
+        c = np.cos(np.radians(row.dec))
+        assert row.raErr * c * 3600 == pytest.approx(np.sqrt(cov[0, 0] / n_det), rel=1e-5)
+        assert row.decErr * 3600 == pytest.approx(np.sqrt(cov[1, 1] / n_det), rel=1e-6)
+        assert row.ra_dec_Cov * c * 3600**2 == pytest.approx(cov[0, 1] / n_det, rel=1e-5)
+        truth = history[history.diaObjectId == obj_id].iloc[0]
+        assert (row.ra - 120.0) * 3600 * cosd == pytest.approx(truth.mean_east, abs=1e-6)
+        assert (row.dec - dec0) * 3600 == pytest.approx(truth.mean_north, abs=1e-6)
+
+
+def test_position_is_inverse_covariance_weighted():
+    # two detections with different, correlated covariances: the mean is
+    # (C1^-1 + C2^-1)^-1 (C1^-1 p1 + C2^-1 p2) and its covariance (C1^-1 + C2^-1)^-1
+    c1 = np.array([[0.04, 0.01], [0.01, 0.09]])
+    c2 = np.array([[0.25, -0.1], [-0.1, 0.16]])
+    p1, p2 = np.array([0.1, -0.2]), np.array([-0.3, 0.4])
+    info = np.linalg.inv(c1) + np.linalg.inv(c2)
+    want_cov = np.linalg.inv(info)
+    want = want_cov @ (np.linalg.inv(c1) @ p1 + np.linalg.inv(c2) @ p2)
+    history = pd.DataFrame(
+        {
+            "diaObjectId": [5, 5, 6],
+            "band": ["r", "i", "r"],
+            "ra": [10.0 + p1[0] / 3600, 10.0 + p2[0] / 3600, 11.0],
+            "dec": [p1[1] / 3600, p2[1] / 3600, 0.0],
+            "raErr": [np.sqrt(c1[0, 0]) / 3600, np.sqrt(c2[0, 0]) / 3600, np.nan],
+            "decErr": [np.sqrt(c1[1, 1]) / 3600, np.sqrt(c2[1, 1]) / 3600, np.nan],
+            "ra_dec_Cov": [c1[0, 1] / 3600**2, c2[0, 1] / 3600**2, np.nan],
+            "midpointMjdTai": [60000.0, 60001.0, 60000.0],
+            "psfFlux": 1.0,
+            "psfFluxErr": 1.0,
+        }
+    )
+    stats = compute_dia_object_stats(history).set_index("diaObjectId")
+    row = stats.loc[5]
+    assert (row.ra - 10.0) * 3600 == pytest.approx(want[0], abs=1e-6)
+    assert row.dec * 3600 == pytest.approx(want[1], abs=1e-6)
+    assert row.raErr * 3600 == pytest.approx(np.sqrt(want_cov[0, 0]), rel=1e-6)
+    assert row.decErr * 3600 == pytest.approx(np.sqrt(want_cov[1, 1]), rel=1e-6)
+    assert row.ra_dec_Cov * 3600**2 == pytest.approx(want_cov[0, 1], rel=1e-6)
+    # no errors at all: the plain position and NaN errors
+    assert stats.loc[6, "ra"] == pytest.approx(11.0)
+    assert np.isnan(stats.loc[6, ["raErr", "decErr", "ra_dec_Cov"]].to_numpy(float)).all()

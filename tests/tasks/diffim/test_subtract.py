@@ -282,6 +282,14 @@ def test_diasource_columns_follow_the_apdb_schema(field_result):
     ra, dec = science.pixel_to_sky(src["x"].to_numpy(), src["y"].to_numpy())
     np.testing.assert_allclose(src["ra"], ra)
     assert np.all(src["raErr"] > 0)
+    # raErr is the error of the ra coordinate: on the sky raErr cos(dec); with
+    # isotropic centroid errors on a conformal (rotated) 0.2"/px WCS both sky
+    # errors are xErr x 0.2" and the ra/dec covariance vanishes
+    cosd = np.cos(np.radians(src["dec"].to_numpy()))
+    sky_err = src["xErr"].to_numpy() * 0.2
+    np.testing.assert_allclose(src["raErr"] * cosd * 3600, sky_err, rtol=1e-3)
+    np.testing.assert_allclose(src["decErr"] * 3600, sky_err, rtol=1e-3)
+    assert np.all(np.abs(src["ra_dec_Cov"] * cosd) * 3600**2 < 1e-3 * sky_err**2)
 
 
 def test_gaussian_kernel_mode_also_works_for_gaussian_psfs():

@@ -1,0 +1,1 @@
+"""Association benchmarks: speed (bench_association, bench_stats) and quality (fields)."""
