@@ -339,4 +339,10 @@ RUBIN_COLUMNS: dict[str, list[tuple[str, str, bool, int | None]]] = {
         ("topo_vtot", "float", True, None),
         ("diaDistanceRank", "short", True, None),
     ],
+    "DiaObject_To_Object_Match": [
+        ("diaObjectId", "long", False, None),
+        ("objectId", "long", False, None),
+        ("dist", "float", True, None),
+        ("lnP", "float", True, None),
+    ],
 }

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from apdb.config import ApdbConfig
+from apdb.metadata import ApdbMetadata
 
 if TYPE_CHECKING:
     from astropy.time import Time
@@ -111,10 +112,16 @@ class Apdb(ABC):
         region: Region | None = None,
         object_ids: Iterable[int] | np.ndarray | None = None,
         months: int | None = None,
+        start_time: Time | None = None,
+        *,
+        include_withdrawn: bool = False,
     ) -> pd.DataFrame:
         """Return DiaSources observed in a window before ``visit_time``.
 
-        The window is ``[visit_time - 30 * months days, visit_time)``.
+        The window is ``[visit_time - 30 * months days, visit_time)``, or
+        ``[start_time, visit_time)`` when ``start_time`` is given.  Withdrawn
+        sources (`withdraw_dia_sources`) are left out unless
+        ``include_withdrawn``.
 
         Parameters
         ----------
@@ -127,10 +134,22 @@ class Apdb(ABC):
             hold; with neither, every source in the window is returned.
         months : `int`, optional
             Window length in 30-day months (default from the config, 12).
+        start_time : `astropy.time.Time`, optional
+            Explicit start of the window (inclusive), overriding the months
+            setting; not together with ``months``.
+        include_withdrawn : `bool`, optional
+            Also return withdrawn sources (``timeWithdrawnMjdTai`` set), as
+            Rubin's APDB does.
 
         Returns
         -------
         sources : `pandas.DataFrame`
+
+        Raises
+        ------
+        ApdbInputError
+            Both ``months`` and ``start_time``, or ``start_time`` after
+            ``visit_time``.
         """
 
     @abstractmethod
@@ -140,6 +159,9 @@ class Apdb(ABC):
         region: Region | None = None,
         object_ids: Iterable[int] | np.ndarray | None = None,
         months: int | None = None,
+        start_time: Time | None = None,
+        *,
+        include_withdrawn: bool = False,
     ) -> pd.DataFrame:
         """Return DiaForcedSources in a window before ``visit_time``.
 
@@ -256,6 +278,183 @@ class Apdb(ABC):
     @abstractmethod
     def metadata_values(self) -> dict[str, str]:
         """Return the ``metadata`` table: schema versions and the frozen settings."""
+
+    # -- Rubin operations (daytime: deduplication, validity, withdrawal) ----------
+    @property
+    @abstractmethod
+    def metadata(self) -> ApdbMetadata:
+        """The ``metadata`` key/value table (`apdb.metadata.ApdbMetadata`).
+
+        Schema versions, the frozen settings and the creation time are
+        read-only through it; other keys are free (Rubin's ``Apdb.metadata``).
+        """
+
+    @abstractmethod
+    def get_dia_objects_for_dedup(self, since: Time | None = None) -> pd.DataFrame:
+        """Return the DiaObjects created or updated since the last deduplication.
+
+        Parameters
+        ----------
+        since : `astropy.time.Time`, optional
+            Earliest ``validityStartMjdTai``; by default the time recorded by
+            the last `reset_dedup`, and every object when there was none.
+
+        Returns
+        -------
+        objects : `pandas.DataFrame`
+            The latest version of each object whose ``validityStartMjdTai >=
+            since``, ordered by ``diaObjectId``; columns ``diaObjectId,
+            validityStartMjdTai, ra, dec, nDiaSources, firstDiaSourceMjdTai``
+            (Rubin's default subset).  Earlier versions and objects closed by
+            `set_validity_end` are not returned.
+        """
+
+    @abstractmethod
+    def reset_dedup(self, dedup_time: Time | None = None) -> None:
+        """Record the time of the last deduplication (now by default).
+
+        The time is kept in `metadata` under ``status:deduplication.json`` and
+        becomes the default ``since`` of `get_dia_objects_for_dedup`.  This
+        SQL APDB keeps no separate deduplication data, so nothing is deleted.
+        """
+
+    @abstractmethod
+    def get_dia_sources_for_dia_objects(
+        self,
+        objects: pd.DataFrame | Iterable[int] | np.ndarray,
+        start_time: Time,
+        max_dist_arcsec: float = 1.0,
+    ) -> pd.DataFrame:
+        """Return the DiaSources of given DiaObjects since ``start_time``.
+
+        Meant for deduplication (daytime), not the visit cycle.
+
+        Parameters
+        ----------
+        objects : `pandas.DataFrame` or array-like of `int`
+            DiaObjects (a frame with ``diaObjectId``, e.g. from
+            `get_dia_objects_for_dedup`) or their ids.
+        start_time : `astropy.time.Time`
+            Lower bound (inclusive) of ``midpointMjdTai``; no upper bound.
+        max_dist_arcsec : `float`, optional
+            Rubin's hint for spatially partitioned backends; checked (finite,
+            non-negative) but not needed here: sources are found by the
+            ``diaObjectId`` index wherever they are.
+
+        Returns
+        -------
+        sources : `pandas.DataFrame`
+            Every DiaSource column; withdrawn sources are included (with
+            ``timeWithdrawnMjdTai`` set) so that a merge can move them too.
+        """
+
+    @abstractmethod
+    def reassign_dia_sources_to_dia_objects(
+        self,
+        id_map: Mapping[int, int] | pd.DataFrame,
+        *,
+        increment_n_dia_sources: bool = True,
+        decrement_n_dia_sources: bool = True,
+    ) -> None:
+        """Move DiaSources to other DiaObjects (deduplication), in one transaction.
+
+        Call it before `set_validity_end` closes the objects merged away.
+
+        Parameters
+        ----------
+        id_map : mapping or `pandas.DataFrame`
+            ``{diaSourceId: new diaObjectId}``, or a frame with those columns.
+        increment_n_dia_sources : `bool`, optional
+            Add one to ``nDiaSources`` of the target's latest version for each
+            source moved to it.
+        decrement_n_dia_sources : `bool`, optional
+            Take one from ``nDiaSources`` of the latest version of the object
+            each source leaves (none for a source that had no DiaObject).
+
+        Notes
+        -----
+        Only ``diaObjectId`` of the sources changes (``ssObjectId`` is kept,
+        as in Rubin's APDB); earlier, closed object versions keep their counts.
+
+        Raises
+        ------
+        UnknownIdError
+            A ``diaSourceId`` is not stored, or a target DiaObject has no open
+            version; nothing is changed.
+        ApdbInputError
+            Malformed map (non-integer or negative ids, a source mapped twice).
+        """
+
+    @abstractmethod
+    def set_validity_end(
+        self,
+        objects: pd.DataFrame | Iterable[int] | np.ndarray,
+        validity_end: Time,
+        raise_on_missing_id: bool = False,
+    ) -> int:
+        """Close the validity interval of DiaObjects (they stop being current).
+
+        Parameters
+        ----------
+        objects : `pandas.DataFrame` or array-like of `int`
+            DiaObjects (a frame with ``diaObjectId``) or their ids.
+        validity_end : `astropy.time.Time`
+            Stored as ``validityEndMjdTai`` of each object's open version.
+        raise_on_missing_id : `bool`, optional
+            Raise if an id has no open version, instead of skipping it.
+
+        Returns
+        -------
+        count : `int`
+            Number of versions closed: objects already closed or unknown are
+            not counted, so a repeat returns 0.
+
+        Raises
+        ------
+        UnknownIdError
+            ``raise_on_missing_id`` and some ids have no open version; nothing
+            is changed.
+        ApdbInputError
+            ``validity_end`` is before an open version's start; nothing is
+            changed.
+        """
+
+    @abstractmethod
+    def withdraw_dia_sources(
+        self, ids: pd.DataFrame | Iterable[int] | np.ndarray, *, time_withdrawn: Time | None = None
+    ) -> int:
+        """Withdraw DiaSources: set ``timeWithdrawnMjdTai`` (now by default).
+
+        Withdrawn sources stay in the database but are no longer returned by
+        `get_dia_sources` (unless ``include_withdrawn=True``).  Idempotent: a
+        source withdrawn earlier keeps its first time.
+
+        Parameters
+        ----------
+        ids : `pandas.DataFrame` or array-like of `int`
+            ``diaSourceId`` values (or a frame with that column).
+        time_withdrawn : `astropy.time.Time`, optional
+            Withdrawal time.
+
+        Returns
+        -------
+        count : `int`
+            Sources newly withdrawn by this call.
+
+        Raises
+        ------
+        UnknownIdError
+            Some ids are not stored; nothing is changed.
+        """
+
+    @abstractmethod
+    def withdraw_dia_forced_sources(
+        self, ids: pd.DataFrame | Iterable[int] | np.ndarray, *, time_withdrawn: Time | None = None
+    ) -> int:
+        """Withdraw DiaForcedSources (by ``diaForcedSourceId``).
+
+        Same semantics as `withdraw_dia_sources`, for `get_dia_forced_sources`.
+        """
 
 
 def _as_config(config: ApdbConfig | str) -> ApdbConfig:

@@ -22,13 +22,16 @@ __all__ = [
     "ApdbSchemaVersionError",
     "ColumnTypeError",
     "DuplicateIdError",
+    "FrozenMetadataError",
     "InvalidCoordinatesError",
     "InvalidRegionError",
+    "MetadataExistsError",
     "MissingColumnsError",
     "NullValueError",
     "PostgresUnavailableError",
     "SuspiciousStringError",
     "UnknownBandError",
+    "UnknownIdError",
 ]
 
 
@@ -224,3 +227,46 @@ class NullValueError(ApdbInputError):
         self.column = column
         self.count = count
         super().__init__(table, f"column {column!r} may not be NULL/NaN ({count} row(s))")
+
+
+class UnknownIdError(ApdbInputError):
+    """Ids that are not in the database (or have no open version); nothing was changed.
+
+    Parameters
+    ----------
+    table : `str`
+        Table searched.
+    column : `str`
+        Id column (``diaSourceId``, ``diaObjectId``, ...).
+    ids : sequence
+        The ids not found.
+    """
+
+    def __init__(self, table: str, column: str, ids: Sequence[object]):
+        self.column = column
+        self.ids = list(ids)
+        super().__init__(table, f"unknown {column}: {_preview(self.ids)}; nothing was changed")
+
+
+class MetadataExistsError(ApdbInputError):
+    """`ApdbMetadata.set` of an existing key without ``force=True``."""
+
+    def __init__(self, key: str):
+        self.key = key
+        super().__init__("metadata", f"key {key!r} already exists (pass force=True to replace it)")
+
+
+class FrozenMetadataError(ApdbInputError):
+    """An attempt to change or delete a metadata key written at creation.
+
+    Schema versions (``version:*``), frozen settings (``config:*``) and the
+    creation time are what `Apdb.from_config` checks a database against; they
+    change only through ``apdb`` migrations, never through `ApdbMetadata`.
+    """
+
+    def __init__(self, key: str, action: str):
+        self.key = key
+        self.action = action
+        super().__init__(
+            "metadata", f"cannot {action} key {key!r}: it is frozen at the APDB's creation"
+        )

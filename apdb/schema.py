@@ -6,15 +6,20 @@ against the installed ``lsst-sdm-schemas`` by the tests).  Additions of ours:
 - ``pixelId`` (BIGINT, NOT NULL, btree index) on `DiaObject`, `DiaSource` and
   `DiaForcedSource`: the HEALPix NESTED index of (ra, dec) at the configured
   order, computed on write (`apdb.sky`).
-- Indexes differ from Rubin's where it speeds up the visit cycle: no index
-  on ``DiaObject.validityStartMjdTai`` (no query uses it), a partial index
-  on ``DiaSource.ssObjectId`` (most rows have none).
+- Indexes differ from Rubin's where it speeds up the visit cycle: the index
+  on ``DiaObject.validityStartMjdTai`` is partial (latest versions only: the
+  deduplication read is its one user), a partial index on
+  ``DiaSource.ssObjectId`` (most rows have none).
 - `DiaObject` keeps every version: the latest one has ``validityEndMjdTai IS
   NULL``; a partial unique index on ``diaObjectId`` and a partial index on
   ``pixelId`` over those rows make "latest objects in a region" cheap.
 - ``ApdbVisitDetector``: one row per stored (visit, detector); its primary key
   is what refuses a visit stored twice, even by concurrent processes.
 - ``metadata``: Rubin's name/value table (schema version, frozen config).
+- ``DiaObject_To_Object_Match``: Rubin's columns and ``objectId`` index; a
+  primary key on (``diaObjectId``, ``objectId``) where Rubin has only an
+  index on ``diaObjectId`` (a pair is stored once; logical replication needs
+  a key).
 
 `create_all` is for throwaway databases only; real ones change through the
 alembic revisions in ``migrations/``.
@@ -64,6 +69,7 @@ class ApdbTables(enum.StrEnum):
     SSSource = "SSSource"
     ApdbVisitDetector = "ApdbVisitDetector"
     metadata = "metadata"
+    DiaObject_To_Object_Match = "DiaObject_To_Object_Match"
 
 
 _SA_TYPES = {
@@ -265,6 +271,12 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
             postgresql_where=latest,
             sqlite_where=latest,
         ),
+        sa.Index(
+            "IDX_DiaObject_last_validityStartMjdTai",
+            "validityStartMjdTai",
+            postgresql_where=latest,
+            sqlite_where=latest,
+        ),
     )
     _table(
         md,
@@ -303,6 +315,12 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
     )
     _table(md, "ApdbVisitDetector", sa.PrimaryKeyConstraint("visit", "detector"))
     _table(md, "metadata", sa.PrimaryKeyConstraint("name"))
+    _table(
+        md,
+        "DiaObject_To_Object_Match",
+        sa.PrimaryKeyConstraint("diaObjectId", "objectId"),
+        sa.Index("IDX_DiaObjectToObjectMatch_objectId", "objectId"),
+    )
     return md
 
 

@@ -26,6 +26,7 @@ from apdb.sql import admin, analysis
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
 from apdb.sql.transaction import write_transaction
+from apdb.sql.updates import ApdbMetadataSql, ApdbSqlUpdates
 from apdb.sql.writes import insert_batch, update_objects
 
 __all__ = ["ApdbSql"]
@@ -84,8 +85,8 @@ class ApdbSql(Apdb):
         return self._engine
 
     @property
-    def metadata(self) -> sa.MetaData:
-        """The schema `MetaData`."""
+    def schema_metadata(self) -> sa.MetaData:
+        """The SQLAlchemy `MetaData` of the schema (the key/value table is `metadata`)."""
         return self._md
 
     def close(self) -> None:
@@ -116,11 +117,17 @@ class ApdbSql(Apdb):
         region: Region | None,
         object_ids: Iterable[int] | np.ndarray | None,
         months: int,
+        start_time: Time | None = None,
+        include_withdrawn: bool = False,
     ) -> pd.DataFrame:
         table = self._table(name)
         end = _mjd_tai(visit_time)
         start = end - _DAYS_PER_MONTH * months
         clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
+        if start_time is not None:  # an explicit window start overrides months
+            clauses[0] = table.c.midpointMjdTai >= _window_start(name, start_time, end)
+        if not include_withdrawn:
+            clauses.append(table.c.timeWithdrawnMjdTai.is_(None))
         if object_ids is not None:
             ids = _as_ids(name.value, object_ids)
             if ids.size == 0:
@@ -138,11 +145,28 @@ class ApdbSql(Apdb):
         region: Region | None = None,
         object_ids: Iterable[int] | np.ndarray | None = None,
         months: int | None = None,
+        start_time: Time | None = None,
+        *,
+        include_withdrawn: bool = False,
     ) -> pd.DataFrame:
-        """Return DiaSources in ``[visit_time - 30 * months days, visit_time)``."""
+        """Return DiaSources in ``[visit_time - 30 * months days, visit_time)``.
+
+        ``start_time`` replaces the months window start; withdrawn rows are
+        left out unless ``include_withdrawn`` (see `Apdb.get_dia_sources`).
+        """
+        if months is not None and start_time is not None:
+            raise ApdbInputError("DiaSource", "give months or start_time, not both")
         if months is None:
             months = self._config.dia_source_history_months
-        return self._history(ApdbTables.DiaSource, visit_time, region, object_ids, months)
+        return self._history(
+            ApdbTables.DiaSource,
+            visit_time,
+            region,
+            object_ids,
+            months,
+            start_time=start_time,
+            include_withdrawn=include_withdrawn,
+        )
 
     def get_dia_forced_sources(
         self,
@@ -150,11 +174,28 @@ class ApdbSql(Apdb):
         region: Region | None = None,
         object_ids: Iterable[int] | np.ndarray | None = None,
         months: int | None = None,
+        start_time: Time | None = None,
+        *,
+        include_withdrawn: bool = False,
     ) -> pd.DataFrame:
-        """Return DiaForcedSources in ``[visit_time - 30 * months days, visit_time)``."""
+        """Return DiaForcedSources in ``[visit_time - 30 * months days, visit_time)``.
+
+        ``start_time`` replaces the months window start; withdrawn rows are
+        left out unless ``include_withdrawn`` (see `Apdb.get_dia_sources`).
+        """
+        if months is not None and start_time is not None:
+            raise ApdbInputError("DiaForcedSource", "give months or start_time, not both")
         if months is None:
             months = self._config.dia_forced_source_history_months
-        return self._history(ApdbTables.DiaForcedSource, visit_time, region, object_ids, months)
+        return self._history(
+            ApdbTables.DiaForcedSource,
+            visit_time,
+            region,
+            object_ids,
+            months,
+            start_time=start_time,
+            include_withdrawn=include_withdrawn,
+        )
 
     def get_ss_objects(self) -> pd.DataFrame:
         """Return every SSObject."""
@@ -369,6 +410,80 @@ class ApdbSql(Apdb):
     def _connect(self, write: bool = False) -> sa.Connection:
         conn = self._engine.connect()
         return conn.execution_options(**{WRITE: True}) if write else conn
+
+    # -- Rubin operations (daytime: deduplication, validity, withdrawal) ----------
+    @property
+    def _updates(self) -> ApdbSqlUpdates:
+        return ApdbSqlUpdates(self._engine, self._md)
+
+    @property
+    def metadata(self) -> ApdbMetadataSql:
+        """The ``metadata`` key/value table (see `Apdb.metadata`)."""
+        return self._updates.metadata
+
+    def get_dia_objects_for_dedup(self, since: Time | None = None) -> pd.DataFrame:
+        """Return latest DiaObjects started since ``since`` (see `Apdb`)."""
+        return self._updates.get_dia_objects_for_dedup(since)
+
+    def reset_dedup(self, dedup_time: Time | None = None) -> None:
+        """Record the time of the last deduplication (see `Apdb.reset_dedup`)."""
+        self._updates.reset_dedup(dedup_time)
+
+    def get_dia_sources_for_dia_objects(
+        self,
+        objects: pd.DataFrame | Iterable[int] | np.ndarray,
+        start_time: Time,
+        max_dist_arcsec: float = 1.0,
+    ) -> pd.DataFrame:
+        """Return the DiaSources of ``objects`` since ``start_time`` (see `Apdb`)."""
+        return self._updates.get_dia_sources_for_dia_objects(objects, start_time, max_dist_arcsec)
+
+    def reassign_dia_sources_to_dia_objects(
+        self,
+        id_map: Mapping[int, int] | pd.DataFrame,
+        *,
+        increment_n_dia_sources: bool = True,
+        decrement_n_dia_sources: bool = True,
+    ) -> None:
+        """Move DiaSources to other DiaObjects (see `Apdb`)."""
+        self._updates.reassign_dia_sources_to_dia_objects(
+            id_map, increment=bool(increment_n_dia_sources), decrement=bool(decrement_n_dia_sources)
+        )
+
+    def set_validity_end(
+        self,
+        objects: pd.DataFrame | Iterable[int] | np.ndarray,
+        validity_end: Time,
+        raise_on_missing_id: bool = False,
+    ) -> int:
+        """Close the validity of DiaObjects (see `Apdb.set_validity_end`)."""
+        return self._updates.set_validity_end(objects, validity_end, bool(raise_on_missing_id))
+
+    def withdraw_dia_sources(
+        self, ids: pd.DataFrame | Iterable[int] | np.ndarray, *, time_withdrawn: Time | None = None
+    ) -> int:
+        """Withdraw DiaSources (see `Apdb.withdraw_dia_sources`)."""
+        return self._updates.withdraw(ApdbTables.DiaSource, "diaSourceId", ids, time_withdrawn)
+
+    def withdraw_dia_forced_sources(
+        self, ids: pd.DataFrame | Iterable[int] | np.ndarray, *, time_withdrawn: Time | None = None
+    ) -> int:
+        """Withdraw DiaForcedSources (see `Apdb.withdraw_dia_forced_sources`)."""
+        table = ApdbTables.DiaForcedSource
+        return self._updates.withdraw(table, "diaForcedSourceId", ids, time_withdrawn)
+
+
+def _window_start(name: ApdbTables, start_time: Time, end_mjd: float) -> float:
+    """MJD TAI of an explicit history window start, checked against its end."""
+    if not isinstance(start_time, Time) or not start_time.isscalar:
+        got = type(start_time).__name__
+        raise ColumnTypeError(name.value, "start_time", "astropy.time.Time", got)
+    start = float(start_time.tai.mjd)
+    if start > end_mjd:
+        raise ApdbInputError(
+            name.value, f"start_time (MJD TAI {start}) is after visit_time (MJD TAI {end_mjd})"
+        )
+    return start
 
 
 def _mjd_tai(t: Time) -> float:

@@ -11,7 +11,14 @@ import yaml
 from apdb import schema
 from apdb.schema import ApdbTables, metadata, required_columns, table_columns
 
-RUBIN_TABLES = ["DiaObject", "DiaSource", "DiaForcedSource", "SSObject", "SSSource"]
+RUBIN_TABLES = [
+    "DiaObject",
+    "DiaSource",
+    "DiaForcedSource",
+    "SSObject",
+    "SSSource",
+    "DiaObject_To_Object_Match",
+]
 OUR_COLUMNS = {"pixelId"}
 
 

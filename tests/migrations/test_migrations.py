@@ -85,6 +85,51 @@ def test_downgrade_upgrade_round_trip_keeps_data(apdb_url):
         )
 
 
+def test_0003_round_trip_keeps_rows_and_withdrawals(apdb_url):
+    """0003 (DiaObject_To_Object_Match, dedup index) down and up with data in place."""
+    ids, t = _store_some(apdb_url)
+    later = Time(t.mjd + 1.0, format="mjd", scale="tai")
+    with Apdb.from_url(apdb_url) as db:
+        assert db.withdraw_dia_sources(ids[:5] + 100, time_withdrawn=later) == 5
+        assert db.set_validity_end(ids[-3:], later) == 3
+        db.metadata.set("operator:note", "before 0003 round trip")
+        counts = db.row_counts()
+    engine = sa.create_engine(apdb_url)
+    match = sa.text('INSERT INTO "DiaObject_To_Object_Match" VALUES (1, 77, 0.5, -1.0)')
+    withdrawn = sa.text('SELECT count(*) FROM "DiaSource" WHERE "timeWithdrawnMjdTai" IS NOT NULL')
+    closed = sa.text('SELECT count(*) FROM "DiaObject" WHERE "validityEndMjdTai" IS NOT NULL')
+    try:
+        with engine.begin() as conn:
+            conn.execute(match)
+        with engine.begin() as conn:
+            migrate.downgrade(conn, "0002")
+        with engine.connect() as conn:
+            insp = sa.inspect(conn)
+            assert migrate.current_revision(conn) == "0002"
+            assert not insp.has_table("DiaObject_To_Object_Match")
+            names = {ix["name"] for ix in insp.get_indexes("DiaObject")}
+            assert "IDX_DiaObject_last_validityStartMjdTai" not in names
+            assert conn.execute(withdrawn).scalar() == 5
+            assert conn.execute(closed).scalar() == 3
+        with engine.begin() as conn:
+            migrate.upgrade(conn, "head")
+        with engine.connect() as conn:
+            assert _diff(conn) == []
+            assert conn.execute(withdrawn).scalar() == 5
+            assert conn.execute(closed).scalar() == 3
+    finally:
+        engine.dispose()
+    with Apdb.from_url(apdb_url) as db:
+        after = db.row_counts()
+        # Only the match table's rows went with the downgrade.
+        assert after == {**counts, "DiaObject_To_Object_Match": 0}
+        assert db.metadata.get("operator:note") == "before 0003 round trip"
+        read_at = Time(t.mjd + 2.0, format="mjd", scale="tai")
+        got = db.get_dia_sources(read_at, object_ids=ids)
+        assert sorted(got["diaSourceId"]) == (ids[5:] + 100).tolist()
+        assert sorted(db.get_dia_objects_for_dedup()["diaObjectId"]) == ids[:-3].tolist()
+
+
 def test_non_head_revision_is_refused(apdb_url):
     engine = sa.create_engine(apdb_url)
     with engine.begin() as conn:
