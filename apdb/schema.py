@@ -252,8 +252,8 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
         Database schema (namespace) of the tables; `None` for the default.
     """
     md = sa.MetaData(naming_convention=NAMING_CONVENTION, schema=schema)
-    latest = sa.text('"validityEndMjdTai" IS NULL')
-    has_sso = sa.text('"ssObjectId" IS NOT NULL')
+    latest = sa.column("validityEndMjdTai").is_(None)
+    has_sso = sa.column("ssObjectId").is_not(None)
     _table(
         md,
         "DiaObject",

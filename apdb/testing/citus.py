@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from apdb.errors import PostgresUnavailableError
+from apdb.sql import server
 from apdb.testing.postgres import TemporaryPostgres, find_postgres_bin
 
 __all__ = ["CitusUnavailableError", "TemporaryCitus", "citus_available"]
@@ -173,14 +174,11 @@ class TemporaryCitus:
                 node.create_database(name)
                 created.append(node)
                 with psycopg.connect(node.dsn(name), autocommit=True) as conn:
-                    conn.execute("CREATE EXTENSION citus")
+                    server.enable_citus(conn)
             with psycopg.connect(self.coordinator.dsn(name), autocommit=True) as conn:
-                conn.execute(
-                    "SELECT citus_set_coordinator_host(%s, %s)",
-                    ("127.0.0.1", self.coordinator.port),
-                )
+                server.set_citus_coordinator(conn, "127.0.0.1", self.coordinator.port)
                 for worker in self.workers:
-                    conn.execute("SELECT citus_add_node(%s, %s)", ("127.0.0.1", worker.port))
+                    server.add_citus_worker(conn, "127.0.0.1", worker.port)
         except BaseException:
             for node in created:
                 with contextlib.suppress(Exception):
@@ -208,6 +206,5 @@ class TemporaryCitus:
         out = []
         for worker in self.workers:
             with psycopg.connect(worker.dsn(name), autocommit=True) as conn:
-                conn.execute("SET citus.override_table_visibility TO off")
-                out.append(conn.execute(query).fetchall())
+                out.append(server.run_on_shards(conn, query))
         return out

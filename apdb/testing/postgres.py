@@ -33,9 +33,9 @@ import weakref
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
 
 from apdb.errors import PostgresUnavailableError
+from apdb.sql import server
 
 __all__ = ["TemporaryPostgres", "find_postgres_bin"]
 
@@ -307,13 +307,12 @@ class TemporaryPostgres:
         url : `str`
             SQLAlchemy URL of the new database.
         """
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(_check_name(name)))
-        if template is not None:
-            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(_check_name(template)))
+        name = _check_name(name)
+        template = None if template is None else _check_name(template)
         with self._admin() as conn:
             for attempt in range(20):
                 try:
-                    conn.execute(query)
+                    server.create_database(conn, name, template)
                     break
                 except psycopg.errors.ObjectInUse:
                     # A just-closed session on the template may still be exiting.
@@ -324,19 +323,13 @@ class TemporaryPostgres:
 
     def drop_database(self, name: str) -> None:
         """Drop a database if it exists, closing its open connections."""
-        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(_check_name(name))
-        )
         with self._admin() as conn:
-            conn.execute(query)
+            server.drop_database(conn, _check_name(name))
 
     def list_databases(self) -> list[str]:
         """Names of the non-template databases on this server."""
         with self._admin() as conn:
-            rows = conn.execute(
-                "SELECT datname FROM pg_database WHERE NOT datistemplate"
-            ).fetchall()
-        return sorted(r[0] for r in rows)
+            return server.list_databases(conn)
 
 
 def _command(bin_dir: Path, as_root: bool, *args: str) -> list[str]:

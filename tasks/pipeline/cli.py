@@ -48,8 +48,6 @@ def open_apdb(url: str):
 
 def main(args: argparse.Namespace) -> int:
     """Run the pipeline; exit status 1 if any visit failed or none can run, 2 on bad arguments."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     from apdb.errors import ApdbError
     from tasks.data.layout import DataLayout
     from tasks.pipeline.check import layout_report
@@ -72,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     config.packageAlerts.doProduceAlerts = bool(args.kafka)
     try:
         apdb = open_apdb(args.apdb_url)
-    except (ApdbError, SQLAlchemyError) as exc:  # the engine should wrap the latter (reported)
+    except ApdbError as exc:
         print(f"error: cannot open the APDB {args.apdb_url}: {exc}", file=sys.stderr)
         return 2
     with apdb:
