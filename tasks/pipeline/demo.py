@@ -4,12 +4,17 @@ No server and no set-up: the survey is simulated into a working directory,
 the APDB is a SQLite file next to it, and the alerts are Avro files.  The
 command ends by saying where everything is and how to look at it.  Running
 it again reuses the simulated data and skips the visits already stored.
+
+The working directory (about 125 MB for the default 6 visits) is, in order:
+``--output DIR``; ``$APDB_PIPELINE_DATA/demo``; ``$XDG_CACHE_HOME/apdb-pipeline/demo``;
+``~/.cache/apdb-pipeline/demo`` -- never the current directory unless asked.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 import time
@@ -19,16 +24,35 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from apdb import Apdb
 
-__all__ = ["configure_parser", "main"]
+__all__ = ["DATA_ENV", "configure_parser", "default_output", "main"]
+
+DATA_ENV = "APDB_PIPELINE_DATA"
+"""Environment variable: the demo writes to ``$APDB_PIPELINE_DATA/demo``."""
+
+
+def default_output() -> Path:
+    """Where the demo writes when ``--output`` is not given.
+
+    ``$APDB_PIPELINE_DATA/demo`` if set, else ``$XDG_CACHE_HOME/apdb-pipeline/demo``,
+    else ``~/.cache/apdb-pipeline/demo``.
+    """
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser() / "demo"
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "apdb-pipeline" / "demo"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``apdb-pipeline demo``."""
     parser.add_argument(
+        "--output",
         "--workdir",
+        dest="output",
         type=Path,
-        default=Path("apdb-demo"),
-        help="working directory for the data, the APDB and the alerts (default: ./apdb-demo)",
+        default=None,
+        metavar="DIR",
+        help="directory for the simulated data, the APDB and the alerts, about 125 MB "
+        f"(default: ${DATA_ENV}/demo, else ~/.cache/apdb-pipeline/demo)",
     )
     parser.add_argument("--visits", type=int, default=6, help="visits to simulate (default 6)")
     parser.add_argument("--seed", type=int, default=1, help="simulation seed")
@@ -62,9 +86,10 @@ def main(args: argparse.Namespace) -> int:
 
     level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    workdir: Path = args.workdir.resolve()
+    workdir: Path = (args.output or default_output()).expanduser().resolve()
     if args.fresh and workdir.exists():
         shutil.rmtree(workdir)
+    print(f"demo directory: {workdir}  (--output DIR or ${DATA_ENV} to change)")
     data = workdir / "data"
     db_path = workdir / "apdb.sqlite3"
     url = f"sqlite:///{db_path}"
@@ -92,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
     print("How to look at them:")
     if example is not None:
         print(f"  apdb-pipeline alerts {example}")
-    print(f"  apdb lightcurve {top} {url} --plot lightcurve.png")
+    print(f"  apdb lightcurve {top} {url} --plot {workdir / 'lightcurve.png'}")
     print(
         f'  sqlite3 {db_path} \'SELECT "diaObjectId", ra, dec, "nDiaSources" '
         f'FROM "DiaObjectLatest" ORDER BY "nDiaSources" DESC LIMIT 5\''

@@ -37,3 +37,21 @@ def test_run_refuses_an_unreachable_database(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'apdb.sqlite3'}"
     assert main(["run", str(tmp_path), "--apdb-url", url, "--no-progress"]) == 2
     assert "cannot open the APDB" in capsys.readouterr().err
+
+
+def test_demo_writes_outside_the_current_directory_by_default(tmp_path, monkeypatch):
+    from tasks.pipeline.demo import default_output
+
+    monkeypatch.delenv("APDB_PIPELINE_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_output() == tmp_path / "home" / ".cache" / "apdb-pipeline" / "demo"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_output() == tmp_path / "xdg" / "apdb-pipeline" / "demo"
+    monkeypatch.setenv("APDB_PIPELINE_DATA", str(tmp_path / "data"))
+    assert default_output() == tmp_path / "data" / "demo"
+    args = build_parser().parse_args(["demo"])
+    assert args.output is None  # resolved to default_output() when the demo runs
+    args = build_parser().parse_args(["demo", "--output", str(tmp_path / "here")])
+    assert args.output == tmp_path / "here"
+    assert build_parser().parse_args(["demo", "--workdir", "x"]).output.name == "x"
