@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from apdb.errors import ApdbConfigError
+from apdb.schema import BANDS
 
 __all__ = ["ApdbConfig", "ConnectionConfig", "SkyIndexConfig"]
 
@@ -99,7 +100,7 @@ class ApdbConfig(BaseModel):
         description="Default DiaForcedSource history window, in months of 30 days.",
     )
     bands: tuple[str, ...] = Field(
-        ("u", "g", "r", "i", "z", "y"),
+        BANDS,
         description="Allowed band names (the schema has per-band columns for these).",
     )
     sql_strings: Literal["reject", "allow"] = Field(
@@ -112,10 +113,11 @@ class ApdbConfig(BaseModel):
     @field_validator("bands")
     @classmethod
     def _check_bands(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        allowed = {"u", "g", "r", "i", "z", "y"}
+        allowed = set(BANDS)
         bad = [b for b in value if b not in allowed]
         if bad:
-            raise ValueError(f"bands {bad} have no columns in the schema (allowed: ugrizy)")
+            known = "".join(BANDS)
+            raise ValueError(f"bands {bad} have no columns in the schema (allowed: {known})")
         return value
 
     # -- serialisation ----------------------------------------------------
