@@ -297,3 +297,36 @@ def test_only_apdb_sql_emits_sql(modules):
                 continue
             offences.append(f"{module.path.relative_to(ROOT)}:{line}: {kind} {text}")
     assert offences == []
+
+
+def _band_literals(tree: ast.Module) -> list[int]:
+    """Lines of tuple/list/set displays holding exactly the six band letters."""
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Tuple | ast.List | ast.Set) and len(node.elts) == 6:
+            values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+            if sorted(values) == sorted("ugrizy"):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_one_band_list(modules):
+    from apdb.config import ApdbConfig
+    from apdb.schema import BANDS
+    from tasks.association import diaobject_stats
+    from tasks.images import filters
+
+    spelled = {
+        name: _band_literals(m.tree) for name, m in modules.items() if _band_literals(m.tree)
+    }
+    assert set(spelled) == {"apdb.schema"}, spelled
+    assert diaobject_stats.BANDS is BANDS
+    assert ApdbConfig().bands == BANDS
+    assert tuple(filters.BANDS) == BANDS  # filter curves keyed by the same bands, in order
+
+
+def test_one_history_window():
+    from tasks.pipeline.diapipe import DiaPipelineConfig
+
+    # the pipeline reads the APDB's configured window unless told otherwise
+    assert DiaPipelineConfig().historyMonths is None

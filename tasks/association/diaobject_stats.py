@@ -34,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from apdb.schema import BANDS
 from tasks.association.skygeom import (
     tangent_offsets_arcsec,
     tangent_to_radec,
@@ -51,7 +52,6 @@ __all__ = [
     "compute_forced_flux_stats",
 ]
 
-BANDS = ("u", "g", "r", "i", "z", "y")
 STAT_INPUT_COLUMNS = (
     "diaObjectId",
     "band",

@@ -3,8 +3,9 @@
 `DiaPipelineTask` follows Rubin's ``lsst.ap.association.DiaPipelineTask``:
 
 1. load from the APDB the DiaObjects in the detector footprint (padded by
-   ``regionMarginArcsec``) and ``historyMonths`` of their DiaSources and
-   DiaForcedSources (kept for the alert packager);
+   ``regionMarginArcsec``) and the history window of their DiaSources and
+   DiaForcedSources (the APDB's configured window unless ``historyMonths``
+   is set; kept for the alert packager);
 2. associate the new DiaSources with predicted Solar System objects
    (`SsSingleFrameAssociationTask`); those never seed DiaObjects;
 3. associate the rest with the DiaObjects (`AssociationTask`, one-to-one);
@@ -100,8 +101,12 @@ class DiaPipelineConfig(TaskConfig):
     regionMarginArcsec: float = Field(
         20.0, ge=0.0, description="Padding of the detector footprint for loading DiaObjects."
     )
-    historyMonths: int = Field(
-        12, ge=0, description="Months (30 days) of DiaSource/DiaForcedSource history to load."
+    historyMonths: int | None = Field(
+        None,
+        ge=0,
+        description="Months (30 days) of DiaSource/DiaForcedSource history to load; None: "
+        "the APDB's own windows (ApdbConfig.dia_source_history_months and "
+        "dia_forced_source_history_months, 12 by default).",
     )
     forcedPhotMinDetections: int = Field(
         2,
