@@ -1,6 +1,6 @@
 """Alert Production Database (APDB) engine.
 
-Public API (Contract C)::
+Public API::
 
     from apdb import Apdb, ApdbConfig
     from apdb.sky import Cone, Polygon, footprint_region

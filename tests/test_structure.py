@@ -330,3 +330,14 @@ def test_one_history_window():
 
     # the pipeline reads the APDB's configured window unless told otherwise
     assert DiaPipelineConfig().historyMonths is None
+
+
+def test_no_process_words_in_the_code():
+    """Docstrings and comments explain the code, not the project's work orders."""
+    offences = []
+    for folder in (*PACKAGES, "bench", "migrations"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"\bContract [A-E]\b", line):
+                    offences.append(f"{path.relative_to(ROOT)}:{number}")
+    assert offences == []

@@ -133,7 +133,7 @@ class ReferenceBackend(Backend):
 
 
 class OursBackend(Backend):
-    """This project's `apdb` (Contract C) on PostgreSQL (psycopg 3).
+    """This project's `apdb` on PostgreSQL (psycopg 3).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The on-disk data layout: what a user points the pipeline at (Contract B).
+"""The on-disk data layout: what a user points the pipeline at.
 
 Everything lives under one root directory; images are `Exposure` FITS files,
 tables are Parquet::

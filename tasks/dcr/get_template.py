@@ -358,18 +358,18 @@ class GetDcrTemplateTask(Task):
             raise DcrError("a DCR template needs the visit's VisitInfo")
         inputs = {"coaddExposureRefs": coadd_refs, "bbox": bbox, "wcs": wcs}
         overlapping = self.getOverlappingExposures(inputs)
-        patchList: dict[Hashable, list[Hashable]] = {}
-        for dataId in overlapping.dataIds:
-            patchList.setdefault(dataId["tract"], []).append(dataId["patch"])
-        self.checkPatchList(patchList)
+        patch_list: dict[Hashable, list[Hashable]] = {}
+        for data_id in overlapping.dataIds:
+            patch_list.setdefault(data_id["tract"], []).append(data_id["patch"])
+        self.checkPatchList(patch_list)
         with self.timer("getDcrModel"):
-            exposures = self.getDcrModel(patchList, overlapping.coaddExposureRefs, visit_info)
-        dataIds = [
+            exposures = self.getDcrModel(patch_list, overlapping.coaddExposureRefs, visit_info)
+        data_ids = [
             {"tract": tract, "patch": patch}
-            for tract, patches in patchList.items()
+            for tract, patches in patch_list.items()
             for patch in dict.fromkeys(patches)
         ]
-        return self.run(exposures, bbox, wcs, dataIds)
+        return self.run(exposures, bbox, wcs, data_ids)
 
 
 def _outline(box: Box2I, n: int = 16) -> np.ndarray:

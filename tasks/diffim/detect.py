@@ -8,7 +8,7 @@ flags pixels, and pairs a positive and a negative peak closer than
 ``dipoleRadius`` PSF widths into one dipole source (``isDipole``).
 
 On a difference image (pass the ``science`` exposure) the rows use the APDB
-``DiaSource`` column names (Contract E): ``diaSourceId`` from
+``DiaSource`` column names: ``diaSourceId`` from
 `tasks.core.ids.make_ids`, ``psfFlux``/``psfFluxErr`` on the difference and
 ``scienceFlux``/``scienceFluxErr`` on the science image, in nJy.  On a
 science image (``science=None``) the same columns form the ``src`` table

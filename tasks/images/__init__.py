@@ -1,6 +1,6 @@
 """The image model: exposures, PSFs, calibrations, visit metadata and bands.
 
-Contract A of the project: everything the image-side tasks exchange.
+Everything the image-side tasks exchange.
 """
 
 from tasks.images.calib import PhotoCalib

@@ -64,7 +64,7 @@ def test_aperture_correction_applied(scene):
     assert np.allclose(out2["scienceFlux"], sci_flux[order] * 2.5, rtol=1e-5)
 
 
-def test_df2RefCat_dedup_bbox_and_nan(scene):
+def test_df2refcat_dedup_bbox_and_nan(scene):
     science, _, objects, _, _ = scene
     task = ForcedPhotCcdFromDataFrameTask()
     extra = objects.iloc[:5].copy()  # duplicates of the first five
