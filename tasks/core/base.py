@@ -15,6 +15,7 @@ entry in the parent's ``_subtask_classes`` naming the class to build.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Task", "TaskConfig", "TaskError", "NoWorkFound", "Struct"]
+__all__ = ["Task", "TaskConfig", "TaskError", "NoWorkFound", "Result", "Struct"]
 
 
 class TaskError(Exception):
@@ -72,6 +73,20 @@ class Struct:
     def __repr__(self) -> str:
         names = ", ".join(sorted(self.__dict__))
         return f"Struct({names})"
+
+
+class Result:
+    """Base of typed task results: subclasses are dataclasses with one field per result.
+
+    Reads like a `Struct` (attribute access, ``get_dict``), but the fields,
+    their types and their documentation are declared once, in the class.
+    """
+
+    def get_dict(self) -> dict[str, Any]:
+        """Return the results as a new dictionary (values not copied)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    getDict = get_dict  # the Rubin spelling
 
 
 class Task:

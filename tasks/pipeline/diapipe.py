@@ -23,6 +23,7 @@ A visit/detector already in the APDB is refused before anything is written.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import astropy.units as u
@@ -44,20 +45,81 @@ from tasks.association.ssoassociation import (
     SsSingleFrameAssociationConfig,
     SsSingleFrameAssociationTask,
 )
-from tasks.core.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Result, Struct, Task, TaskConfig, TaskError
 from tasks.forcedphot import ForcedPhotCcdFromDataFrameConfig, ForcedPhotCcdFromDataFrameTask
 
 if TYPE_CHECKING:
     from apdb import Apdb
     from tasks.images import Exposure
 
-__all__ = ["DiaPipelineConfig", "DiaPipelineTask", "DiaPipelineError", "VisitAlreadyStoredError"]
+__all__ = [
+    "DiaPipelineConfig",
+    "DiaPipelineError",
+    "DiaPipelineResult",
+    "DiaPipelineTask",
+    "VisitAlreadyStoredError",
+]
 
 _REQUIRED_SOURCE_COLUMNS = ("diaSourceId", "ra", "dec", "psfFlux", "psfFluxErr")
 
 
 class DiaPipelineError(TaskError):
     """Invalid input to the DIA pipeline."""
+
+
+@dataclass
+class DiaPipelineResult(Result):
+    """What `DiaPipelineTask.run` did for one visit/detector (Rubin's result names).
+
+    Attributes
+    ----------
+    associatedDiaSources : `pandas.DataFrame`
+        Every DiaSource of this visit stored in the APDB (with its
+        ``diaObjectId``, or ``ssObjectId`` for a Solar System match).
+    newDiaObjects : `pandas.DataFrame`
+        The DiaObjects this visit created.
+    diaObjects : `pandas.DataFrame`
+        The new and updated latest DiaObject versions that were stored.
+    loadedDiaObjects : `pandas.DataFrame`
+        The DiaObjects read from the APDB in the padded footprint.
+    diaForcedSources : `pandas.DataFrame`
+        Forced measurements stored for this visit.
+    ssSources : `pandas.DataFrame`
+        SSSource rows of the Solar System matches.
+    diaSourceHistory, diaForcedSourceHistory : `pandas.DataFrame`
+        The history read from the APDB before the store (for the alerts).
+    unassociatedSsObjects : `pandas.DataFrame`
+        Predicted Solar System objects that matched no DiaSource.
+    droppedDiaSources : `pandas.DataFrame`
+        Unassociated DiaSources with bad flags (not stored).
+    template : `object`
+        The template passed in (for the alert cutouts).
+    nNewDiaObjects, nUpdatedDiaObjects, nUnassociatedDiaObjects : `int`
+        DiaObjects created, updated, and loaded but not matched.
+    nAssociatedSsObjects, nTotalSsObjects : `int`
+        Solar System matches, and predicted objects in the footprint.
+    nDroppedDiaSources, nDiaForcedSources : `int`
+        Lengths of ``droppedDiaSources`` and ``diaForcedSources``.
+    """
+
+    associatedDiaSources: pd.DataFrame
+    newDiaObjects: pd.DataFrame
+    diaObjects: pd.DataFrame
+    loadedDiaObjects: pd.DataFrame
+    diaForcedSources: pd.DataFrame
+    ssSources: pd.DataFrame
+    diaSourceHistory: pd.DataFrame
+    diaForcedSourceHistory: pd.DataFrame
+    unassociatedSsObjects: pd.DataFrame
+    droppedDiaSources: pd.DataFrame
+    template: Any
+    nNewDiaObjects: int
+    nUpdatedDiaObjects: int
+    nUnassociatedDiaObjects: int
+    nAssociatedSsObjects: int
+    nTotalSsObjects: int
+    nDroppedDiaSources: int
+    nDiaForcedSources: int
 
 
 class VisitAlreadyStoredError(DiaPipelineError):
@@ -158,7 +220,7 @@ class DiaPipelineTask(Task):
         template: Exposure | None,
         apdb: Apdb,
         solarSystemObjectTable: pd.DataFrame | None = None,
-    ) -> Struct:
+    ) -> DiaPipelineResult:
         """Process one visit/detector's DiaSources and store the results.
 
         Parameters
@@ -179,15 +241,9 @@ class DiaPipelineTask(Task):
 
         Returns
         -------
-        result : `tasks.core.base.Struct`
-            ``associatedDiaSources`` (every stored DiaSource of this visit),
-            ``newDiaObjects``, ``diaObjects`` (new/updated latest versions),
-            ``loadedDiaObjects``, ``diaForcedSources``, ``ssSources``,
-            ``diaSourceHistory``, ``diaForcedSourceHistory`` (loaded before the
-            store), ``unassociatedSsObjects``, ``droppedDiaSources``,
-            ``template``, and counts ``nNewDiaObjects``, ``nUpdatedDiaObjects``,
-            ``nUnassociatedDiaObjects``, ``nAssociatedSsObjects``,
-            ``nTotalSsObjects``, ``nDroppedDiaSources``, ``nDiaForcedSources``.
+        result : `DiaPipelineResult`
+            The stored catalogs, the history loaded before the store, and
+            the counts.
         """
         visit, detector, band, visit_time = self._visit_of(exposure)
         if self.config.doRunForcedMeasurement and diffIm is None:
@@ -251,7 +307,7 @@ class DiaPipelineTask(Task):
             numAssociatedSsObjects=sso.nAssociatedSsObjects,
             numDroppedDiaSources=len(dropped),
         )
-        return Struct(
+        return DiaPipelineResult(
             associatedDiaSources=all_sources,
             newDiaObjects=dia_objects[dia_objects["diaObjectId"].isin(new_ids)],
             diaObjects=dia_objects,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from tasks.data.layout import DataLayout
 from tasks.pipeline.stages import RunInputs
-from tasks.pipeline.visit import STAGES, ProcessVisitConfig, ProcessVisitTask
+from tasks.pipeline.visit import STAGES, ProcessVisitConfig, ProcessVisitTask, VisitResult
 
 __all__ = ["RunSummary", "run_pipeline"]
 
@@ -50,7 +50,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
 
-    def add(self, result: Any) -> None:
+    def add(self, result: VisitResult) -> None:
         """Add the result of one `ProcessVisitTask.run`."""
         self.processed.append((result.visit, result.detector))
         self.n_dia_sources += result.nDiaSources

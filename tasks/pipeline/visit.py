@@ -11,6 +11,8 @@ carries the counts the run summary adds up.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -22,15 +24,15 @@ from tasks.characterize import (
     write_final_characterization,
 )
 from tasks.characterize.own_stars import isolated_stars_from_detections
-from tasks.core.base import NoWorkFound, Struct, Task, TaskConfig
+from tasks.core.base import NoWorkFound, Result, Struct, Task, TaskConfig
 from tasks.dcr.get_template import GetDcrTemplateConfig, GetDcrTemplateTask
 from tasks.diffim.detect import DetectAndMeasureTask
 from tasks.diffim.subtract import SubtractImagesTask
 from tasks.pipeline import stages
-from tasks.pipeline.diapipe import DiaPipelineConfig, DiaPipelineTask
+from tasks.pipeline.diapipe import DiaPipelineConfig, DiaPipelineResult, DiaPipelineTask
 from tasks.pipeline.stages import RunInputs
 
-__all__ = ["STAGES", "ProcessVisitConfig", "ProcessVisitTask"]
+__all__ = ["STAGES", "ProcessVisitConfig", "ProcessVisitTask", "VisitResult"]
 
 STAGES = (
     "read",
@@ -44,6 +46,47 @@ STAGES = (
     "writeOutputs",
 )
 """Stage names, in order (keys of the per-stage timings)."""
+
+
+@dataclass
+class VisitResult(Result):
+    """What `ProcessVisitTask.run` did for one visit/detector.
+
+    Attributes
+    ----------
+    visit, detector : `int`
+        What was processed.
+    nDiaSources : `int`
+        DiaSources stored.
+    nNewDiaObjects : `int`
+        DiaObjects created.
+    nSsMatches : `int`
+        DiaSources matched to Solar System objects.
+    nAlerts : `int`
+        Alerts written (0 when alert packaging is off).
+    alertFile : `pathlib.Path` or `None`
+        The Avro alert file, if any.
+    timings : `dict` [`str`, `float`]
+        Seconds per stage (`STAGES`).
+    notes : `list` [`str`]
+        Fallbacks taken (e.g. no isolated-star catalog).
+    diaPipe : `DiaPipelineResult`
+        The DIA pipeline's result.
+    alerts : `object` or `None`
+        The alert packager's result (`None` when it did not run).
+    """
+
+    visit: int
+    detector: int
+    nDiaSources: int
+    nNewDiaObjects: int
+    nSsMatches: int
+    nAlerts: int
+    alertFile: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    diaPipe: DiaPipelineResult | None = None
+    alerts: Any = None
 
 
 class ProcessVisitConfig(TaskConfig):
@@ -107,7 +150,7 @@ class ProcessVisitTask(Task):
             self._subtraction = SubtractImagesTask(name="subtraction", parentTask=self)
         return self._subtraction
 
-    def run(self, inputs: RunInputs, visit: int, detector: int, apdb: Any) -> Struct:
+    def run(self, inputs: RunInputs, visit: int, detector: int, apdb: Any) -> VisitResult:
         """Process one visit/detector and store it in the APDB.
 
         Parameters
@@ -121,11 +164,8 @@ class ProcessVisitTask(Task):
 
         Returns
         -------
-        result : `Struct`
-            ``visit``, ``detector``, ``nDiaSources``, ``nNewDiaObjects``,
-            ``nSsMatches``, ``nAlerts``, ``alertFile``, ``timings`` (stage →
-            seconds), ``notes`` (list of str: fallbacks taken), and the
-            ``diaPipe`` and ``alerts`` results.
+        result : `VisitResult`
+            Counts, the alert file, stage timings, notes and the sub-results.
         """
         self.emptyMetadata()
         notes: list[str] = []
@@ -176,7 +216,7 @@ class ProcessVisitTask(Task):
             for stage in STAGES
             if f"{stage}Duration" in self.metadata
         }
-        return Struct(
+        return VisitResult(
             visit=visit,
             detector=detector,
             nDiaSources=len(dia.associatedDiaSources),

@@ -144,3 +144,20 @@ def test_struct_and_errors():
     assert result.get_dict() is not result.__dict__
     assert repr(result) == "Struct(a, b)"
     assert issubclass(NoWorkFound, TaskError)
+
+
+def test_typed_results_read_like_structs():
+    from dataclasses import dataclass
+
+    from tasks.core.base import Result
+
+    @dataclass
+    class Counts(Result):
+        n_new: int
+        label: str = "x"
+
+    result = Counts(3)
+    assert result.n_new == 3 and result.label == "x"
+    assert result.get_dict() == {"n_new": 3, "label": "x"} == result.getDict()
+    result.get_dict()["n_new"] = 5
+    assert result.n_new == 3
