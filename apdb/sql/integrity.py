@@ -21,7 +21,7 @@ from __future__ import annotations
 import pandas as pd
 import sqlalchemy as sa
 
-__all__ = ["INTEGRITY_CHECKS", "check_integrity", "dia_object_versions"]
+__all__ = ["INTEGRITY_CHECKS", "check_integrity", "dia_object_versions", "table_counts"]
 
 INTEGRITY_CHECKS = (
     "objects_without_latest",
@@ -144,6 +144,17 @@ def check_integrity(
     out["duplicate_visit_detectors"] = _duplicates(
         conn, names["ApdbVisitDetector"], ("visit", "detector"), schema
     )
+    return out
+
+
+def table_counts(
+    conn: sa.Connection, names: tuple[str, ...], *, schema: str | None = None
+) -> dict[str, int]:
+    """Return the number of rows of each table in ``names``."""
+    out = {}
+    for name in names:
+        stmt = sa.select(sa.func.count()).select_from(sa.table(name, schema=schema))
+        out[name] = int(conn.execute(stmt).scalar())
     return out
 
 

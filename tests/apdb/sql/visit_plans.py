@@ -73,8 +73,17 @@ def store_plan(
     results.put((name, outcomes))
 
 
+def _warm_up() -> None:
+    """Import what a first store imports lazily (healpy, IERS), once, before forking."""
+    from apdb.sky import pixel_index
+
+    pixel_index(np.array([10.0]), np.array([0.0]), 8)
+    Time.now().tai.mjd  # noqa: B018 - loads astropy's time scale tables
+
+
 def run_plans(url: str, plans: dict[str, list[tuple[int, int, list[int]]]]) -> dict[str, list]:
     """Run one process per plan, all released together by a barrier."""
+    _warm_up()
     ctx = multiprocessing.get_context("fork")
     barrier = ctx.Barrier(len(plans))
     results = ctx.Queue()
