@@ -224,9 +224,16 @@ class Apdb(ABC):
     ) -> None:
         """Store one visit-detector's catalogs in one transaction.
 
-        ``dia_objects`` are new or updated DiaObjects: each becomes the latest
-        version (``validityStartMjdTai = visit_time``) and closes the previous
-        one.  Input is validated first; any error leaves the database as it
+        ``dia_objects`` are new or updated DiaObjects: each becomes a version
+        starting at ``visit_time`` (``validityStartMjdTai``).  Stores may come
+        in any order and concurrently: the version valid at ``visit_time``
+        ends there, and the new one ends at the start of the object's next
+        newer version, or is the latest (open) one when none is newer.  A
+        late store of an older visit thus slots into the history and never
+        hides the newer versions; its ``nDiaSources`` and summary columns are
+        the values its task computed, and newer versions are not recomputed.
+        A second store at the same visit time replaces that visit's version.
+        Input is validated first; any error leaves the database as it
         was.  Missing optional columns are stored as NULL (or the documented
         defaults, `apdb.schema.store_defaults`); ``pixelId`` is computed.
 
@@ -243,6 +250,9 @@ class Apdb(ABC):
             Bad input (missing columns, bad coordinates, duplicate ids,
             unknown bands, wrong types, SQL-looking strings), or the
             visit/detector or ids are already stored.
+        ApdbConcurrencyError
+            Concurrent writers of the same objects kept colliding after a
+            bounded number of retries; nothing was written.
         """
 
     @abstractmethod
