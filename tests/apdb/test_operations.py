@@ -180,7 +180,9 @@ def test_get_dia_objects_for_dedup_since(apdb):
     assert len(apdb.get_dia_objects_for_dedup(visits[1][0])) == 200
     got = apdb.get_dia_objects_for_dedup(visits[2][0])
     assert sorted(got["diaObjectId"]) == list(range(400, 500))
-    assert len(apdb.get_dia_objects_for_dedup(_tai("2021-01-01T00:30:00"))) == 0
+    empty = apdb.get_dia_objects_for_dedup(_tai("2021-01-01T00:30:00"))
+    assert len(empty) == 0
+    pd.testing.assert_series_equal(empty.dtypes, got.dtypes)
     # Rubin's default column subset, with the stored values.
     assert list(got.columns) == [
         "diaObjectId",
@@ -238,10 +240,15 @@ def test_get_dia_sources_for_dia_objects(apdb):
     # Withdrawn sources are included, marked, so that a merge moves them too.
     when = _tai("2021-01-01T10:00:00")
     apdb.withdraw_dia_sources([1_000_000], time_withdrawn=when)
-    got = apdb.get_dia_sources_for_dia_objects([1], visits[0][0]).set_index("diaSourceId")
-    assert got.loc[1_000_000, "timeWithdrawnMjdTai"] == when.tai.mjd
+    got = apdb.get_dia_sources_for_dia_objects([1], visits[0][0])
+    assert got.set_index("diaSourceId").loc[1_000_000, "timeWithdrawnMjdTai"] == when.tai.mjd
 
-    assert len(apdb.get_dia_sources_for_dia_objects([], visits[0][0])) == 0
+    for empty in (
+        apdb.get_dia_sources_for_dia_objects([], visits[0][0]),
+        apdb.get_dia_sources_for_dia_objects([1], _tai("2022-01-01T00:00:00")),
+    ):
+        assert len(empty) == 0
+        assert list(empty.columns) == list(got.columns)
     with pytest.raises(ApdbInputError, match="max_dist_arcsec"):
         apdb.get_dia_sources_for_dia_objects([1], visits[0][0], max_dist_arcsec=-1.0)
     with pytest.raises(ApdbInputError, match="max_dist_arcsec"):
