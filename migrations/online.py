@@ -139,11 +139,11 @@ def with_lock_timeout(step: Callable[[], None], what: str = "migration step") ->
         step()
         return
     if _offline():
-        op.execute(f"SET LOCAL lock_timeout = '{_timeout_literal()}'")
+        # The script sets lock_timeout for its session once, at the top (env.py).
         step()
         return
     conn = op.get_bind()
-    if not conn.in_transaction():
+    if _in_autocommit:
         # Inside an autocommit block: a session setting, reset afterwards.
         with _session_lock_timeout(conn):
             _retry(conn, step, what, savepoint=False)
@@ -170,6 +170,21 @@ def _retry(conn: sa.Connection, step: Callable[[], None], what: str, savepoint: 
         if sp is not None:
             sp.commit()
         return
+
+
+_in_autocommit = False
+
+
+@contextmanager
+def _autocommit_block() -> Iterator[None]:
+    """alembic's ``autocommit_block``, remembered so that steps in it use no savepoint."""
+    global _in_autocommit
+    with op.get_context().autocommit_block():
+        _in_autocommit = True
+        try:
+            yield
+        finally:
+            _in_autocommit = False
 
 
 @contextmanager
@@ -266,7 +281,7 @@ def create_index_online(
         )
         return
     kw["postgresql_concurrently"] = True
-    with op.get_context().autocommit_block():
+    with _autocommit_block():
         if _offline():
             op.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
             op.create_index(name, table, list(columns), if_not_exists=True, **kw)
@@ -302,7 +317,7 @@ def drop_index_online(name: str, table: str, schema: str | None = None) -> None:
             lambda: op.drop_index(name, table_name=table, schema=schema), f"drop index {name}"
         )
         return
-    with op.get_context().autocommit_block():
+    with _autocommit_block():
         with_lock_timeout(
             lambda: op.drop_index(
                 name, table_name=table, schema=schema, postgresql_concurrently=True, if_exists=True
@@ -347,7 +362,7 @@ def backfill_in_batches(
         return -1
     if is_postgres() and _settings.online:
         # AUTOCOMMIT: each batch's UPDATE commits on its own.
-        with op.get_context().autocommit_block():
+        with _autocommit_block():
             return _backfill(op.get_bind(), table, values, col, cond, batch_size)
     return _backfill(op.get_bind(), table, values, col, cond, batch_size)
 

@@ -11,12 +11,21 @@ Create Date: 2026-12-07 17:40:00
   DiaObject versions, for `Apdb.get_dia_objects_for_dedup`.
 
 Downgrade drops both; rows of the other tables are untouched.
+
+Online (PostgreSQL): the DiaObject index is built and dropped CONCURRENTLY
+(`migrations.online`), so writers are not blocked while it is built; the
+other steps touch only the new table and wait at most ``lock_timeout``.
 """
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+try:  # an installed wheel ships this folder as apdb/migrations
+    from apdb.migrations import online
+except ModuleNotFoundError:  # a source checkout
+    from migrations import online
 
 revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
@@ -28,6 +37,14 @@ _LATEST = sa.text('"validityEndMjdTai" IS NULL')
 
 
 def upgrade() -> None:
+    # First, as it commits on its own (concurrent build, outside a
+    # transaction) and can be repeated if the rest fails.
+    online.create_index_online(
+        "IDX_DiaObject_last_validityStartMjdTai",
+        "DiaObject",
+        ["validityStartMjdTai"],
+        where='"validityEndMjdTai" IS NULL',
+    )
     op.create_table(
         _MATCH,
         sa.Column("diaObjectId", sa.BigInteger(), nullable=False),
@@ -37,19 +54,17 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("diaObjectId", "objectId", name=op.f(f"PK_{_MATCH}")),
     )
     op.create_index("IDX_DiaObjectToObjectMatch_objectId", _MATCH, ["objectId"], unique=False)
-    op.create_index(
-        "IDX_DiaObject_last_validityStartMjdTai",
-        "DiaObject",
-        ["validityStartMjdTai"],
-        unique=False,
-        postgresql_where=_LATEST,
-        sqlite_where=_LATEST,
-    )
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(f'GRANT SELECT ON "{_MATCH}" TO apdb_reader')
+    if online.is_postgres():
+        online.with_lock_timeout(
+            lambda: op.execute(f'GRANT SELECT ON "{_MATCH}" TO apdb_reader'), "grant"
+        )
 
 
 def downgrade() -> None:
-    op.drop_index("IDX_DiaObject_last_validityStartMjdTai", table_name="DiaObject")
-    op.drop_index("IDX_DiaObjectToObjectMatch_objectId", table_name=_MATCH)
-    op.drop_table(_MATCH)
+    online.with_lock_timeout(
+        lambda: op.drop_index("IDX_DiaObjectToObjectMatch_objectId", table_name=_MATCH),
+        "drop index",
+    )
+    online.with_lock_timeout(lambda: op.drop_table(_MATCH), f"drop {_MATCH}")
+    # Last (it commits the steps above): a concurrent drop, repeatable.
+    online.drop_index_online("IDX_DiaObject_last_validityStartMjdTai", "DiaObject")
