@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("tasks.simulate.cli", "Simulate a small survey with known truth."),
     "associate": ("tasks.pipeline.associate", "Associate one visit/detector against an APDB."),
     "run": ("tasks.pipeline.cli", "Run the whole per-visit pipeline on a data directory."),
+    "ingest": ("tasks.ingest.ingest_cli", "Ingest calibrated FITS images into a data directory."),
     "check": ("tasks.pipeline.check", "Report what a data directory holds and what can run."),
     "catalog": ("tasks.ingest.catalog_cli", "Catalog-only mode: detections to APDB and alerts."),
     "demo": ("tasks.pipeline.demo", "Simulate a small survey and run the pipeline on it."),
