@@ -1,0 +1,1 @@
+"""APDB concurrency benchmark: W detector processes on one PostgreSQL, ours vs lsst-dax-apdb."""
