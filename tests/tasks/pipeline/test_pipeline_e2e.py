@@ -22,6 +22,7 @@ from tasks.alerts.io import read_alert_file, validate_alert
 from tasks.alerts.schema import load_alert_schema
 from tasks.data.layout import DataLayout
 from tasks.images import MaskPlane
+from tasks.pipeline.kernels import SIGNATURES, compiled_signatures, signature_types
 from tasks.pipeline.runner import run_pipeline
 from tasks.pipeline.visit import ProcessVisitConfig
 
@@ -30,6 +31,7 @@ SNR_REQUIRED = 10.0  # a truth source whose expected difference flux exceeds thi
 # ... and this fraction of its template flux: subtraction systematics (kernel flux scaling,
 # PSF mismatch) are ~1-2 % of a bright star's flux, beyond its statistical error
 FRACTION_REQUIRED = 0.1
+NEW_KERNEL_SIGNATURES: dict[str, dict[str, set]] = {}  # backend -> kernel -> compiled in the run
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +68,12 @@ def pipeline_run(request, survey, tmp_path_factory):
     config.packageAlerts.alertWriteLocation = str(out / "alerts")
     config.packageAlerts.doValidateEveryAlert = True
     apdb = Apdb.from_url(url)
+    before = compiled_signatures()
     summary = run_pipeline(layout, apdb, config, progress=False)
+    after = compiled_signatures()
+    NEW_KERNEL_SIGNATURES[request.param] = {
+        name: sigs - before.get(name, set()) for name, sigs in after.items()
+    }
     yield layout, apdb, summary, broken
     apdb.close()
     if cleanup is not None:
@@ -355,3 +362,19 @@ def test_read_only_role_can_query_and_cannot_write(pipeline_run):
         reader.dispose()
         with apdb.engine.begin() as conn:
             conn.execute(sa.text("DROP ROLE analyst_test"))
+
+
+def test_the_run_compiles_only_the_listed_kernel_signatures(pipeline_run, request):
+    """Every numba signature the chain needs is in tasks.pipeline.kernels.SIGNATURES.
+
+    So the warm-up before the first visit compiles everything: no kernel is
+    compiled inside a science stage.
+    """
+    backend = request.node.callspec.params["pipeline_run"]
+    listed = {name: {signature_types(s) for s in specs} for name, specs in SIGNATURES.items()}
+    unlisted = {
+        name: sigs - listed.get(name, set())
+        for name, sigs in NEW_KERNEL_SIGNATURES[backend].items()
+        if sigs - listed.get(name, set())
+    }
+    assert unlisted == {}, "add these to tasks.pipeline.kernels.SIGNATURES"
