@@ -53,6 +53,15 @@ def _set_lock_timeout(conn: sa.Connection, local: bool) -> None:
     if conn.dialect.name == "postgresql":
         scope = "LOCAL " if local else ""
         conn.exec_driver_sql(f"SET {scope}lock_timeout = '{int(lock.lock_timeout_ms)}ms'")
+        if _has_citus(conn):
+            # DDL on distributed tables and views in one transaction: Citus
+            # needs one connection per node for it.
+            conn.exec_driver_sql(f"SET {scope}citus.multi_shard_modify_mode TO 'sequential'")
+
+
+def _has_citus(conn: sa.Connection) -> bool:
+    query = sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")
+    return conn.execute(query).scalar() is not None
 
 
 def run_migrations_offline() -> None:
@@ -91,6 +100,8 @@ def _run_owned(conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql" and not conn.invalidated:
             conn.rollback()
             conn.exec_driver_sql("RESET lock_timeout")
+            if _has_citus(conn):
+                conn.exec_driver_sql("RESET citus.multi_shard_modify_mode")
             conn.commit()
 
 

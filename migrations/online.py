@@ -46,6 +46,7 @@ __all__ = [
     "drop_index_online",
     "is_postgres",
     "settings",
+    "views_dropped",
     "with_lock_timeout",
 ]
 
@@ -388,3 +389,62 @@ def _backfill(
         stmt = sa.update(table).where(col.between(lo, hi), *cond).values(values)
         total += conn.execute(stmt).rowcount
         last = hi
+
+
+_PG_VIEWS = sa.text(
+    "SELECT DISTINCT v.oid, v.relname, pg_get_viewdef(v.oid) "
+    "FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+    "JOIN pg_class v ON v.oid = r.ev_class JOIN pg_class t ON t.oid = d.refobjid "
+    "WHERE t.relname = ANY(:tables) AND v.relkind = 'v' AND v.oid <> t.oid "
+    "AND t.relnamespace = v.relnamespace ORDER BY v.oid"
+)
+_PG_GRANTS = sa.text(
+    "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+    "WHERE table_name = :view AND grantee <> current_user"
+)
+
+
+@contextmanager
+def views_dropped(tables: Sequence[str]) -> Iterator[None]:
+    """Drop the views reading ``tables``, run the block, recreate them as they were.
+
+    PostgreSQL refuses to change the type of a column a view uses, and
+    SQLite's table rebuild (batch mode) breaks views on the table.  The
+    definitions (and, on PostgreSQL, the SELECT grants) are read from the
+    database, so this needs a live connection: offline mode raises.
+
+    Parameters
+    ----------
+    tables : sequence of `str`
+        Tables whose dependent views are dropped and recreated.
+
+    Raises
+    ------
+    NotImplementedError
+        In offline (``--sql``) mode.
+    """
+    if _offline():
+        raise NotImplementedError(
+            "views_dropped reads the view definitions from the database: run this revision "
+            "online, or write the DROP/CREATE VIEW statements into it"
+        )
+    conn = op.get_bind()
+    views: list[tuple[str, str, list[tuple[str, str]]]] = []
+    if is_postgres():
+        for _, name, body in conn.execute(_PG_VIEWS, {"tables": list(tables)}).all():
+            grants = [tuple(r) for r in conn.execute(_PG_GRANTS, {"view": name}).all()]
+            views.append((name, f'CREATE VIEW "{name}" AS {body}', grants))
+    else:
+        rows = conn.execute(
+            sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY rowid")
+        ).all()
+        for name, body in rows:
+            if any(f'"{t}"' in body or f" {t} " in body for t in tables):
+                views.append((name, body, []))
+    for name, _, _ in reversed(views):
+        with_lock_timeout(lambda n=name: op.execute(f'DROP VIEW "{n}"'), f"drop view {name}")
+    yield
+    for name, body, grants in views:
+        op.execute(body)
+        for grantee, privilege in grants:
+            op.execute(f'GRANT {privilege} ON "{name}" TO "{grantee}"')

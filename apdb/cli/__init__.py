@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "history": ("apdb.cli.history", "List the schema revisions this package ships."),
     "info": ("apdb.cli.info", "Print row counts, schema revision and frozen config."),
     "lightcurve": ("apdb.cli.lightcurve", "Print (and plot) the light curve of a DiaObject."),
+    "schema": ("apdb.cli.schema", "Compare with Rubin's apdb.yaml; draft a revision (diff)."),
 }
 
 
