@@ -45,6 +45,7 @@ __all__ = [
     "drop_column_online",
     "drop_index_online",
     "is_postgres",
+    "set_not_null_online",
     "settings",
     "views_dropped",
     "with_lock_timeout",
@@ -231,6 +232,67 @@ def drop_column_online(table: str, name: str, schema: str | None = None) -> None
     with_lock_timeout(
         lambda: op.drop_column(table, name, schema=schema), f"drop column {table}.{name}"
     )
+
+
+def set_not_null_online(table: str, column: str, existing_type: sa.types.TypeEngine) -> None:
+    """Make a column NOT NULL without scanning the table under an exclusive lock.
+
+    ``ALTER COLUMN ... SET NOT NULL`` alone scans every row while holding
+    ACCESS EXCLUSIVE (writers wait for the whole scan).  On PostgreSQL with
+    alembic owning the transactions, this instead adds a ``CHECK (column IS
+    NOT NULL) NOT VALID`` constraint (a brief lock), validates it in its own
+    transaction (SHARE UPDATE EXCLUSIVE: writers go on during the scan), then
+    sets NOT NULL, which PostgreSQL >= 12 proves from the valid constraint
+    without a scan, and drops the constraint.  Each step waits at most
+    ``lock_timeout``.  Elsewhere it is a plain ``alter_column``.
+
+    Parameters
+    ----------
+    table, column : `str`
+        The column.
+    existing_type : `sqlalchemy.types.TypeEngine`
+        Its type (alembic needs it on some backends).
+
+    Raises
+    ------
+    sqlalchemy.exc.IntegrityError
+        A row still has NULL (e.g. written by code that does not set the
+        column): nothing is changed but a dropped, invalid constraint.
+    """
+
+    def plain() -> None:
+        op.alter_column(table, column, existing_type=existing_type, nullable=False)
+
+    if not _autocommit():
+        if is_postgres():
+            with_lock_timeout(plain, f"{table}.{column} NOT NULL")
+        else:
+            with op.batch_alter_table(table) as batch:
+                batch.alter_column(column, existing_type=existing_type, nullable=False)
+        return
+    check = f"CK_{table}_{column}_not_null"
+    quoted = f'"{table}"'
+    with _autocommit_block():
+        with_lock_timeout(
+            lambda: op.execute(f'ALTER TABLE {quoted} DROP CONSTRAINT IF EXISTS "{check}"'),
+            f"drop {check}",
+        )
+        with_lock_timeout(
+            lambda: op.execute(
+                f'ALTER TABLE {quoted} ADD CONSTRAINT "{check}" '
+                f'CHECK ("{column}" IS NOT NULL) NOT VALID'
+            ),
+            f"add {check}",
+        )
+        with_lock_timeout(
+            lambda: op.execute(f'ALTER TABLE {quoted} VALIDATE CONSTRAINT "{check}"'),
+            f"validate {check}",
+        )
+        with_lock_timeout(plain, f"{table}.{column} NOT NULL")
+        with_lock_timeout(
+            lambda: op.execute(f'ALTER TABLE {quoted} DROP CONSTRAINT "{check}"'),
+            f"drop {check}",
+        )
 
 
 def _autocommit() -> bool:

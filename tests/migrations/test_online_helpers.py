@@ -147,3 +147,25 @@ def test_backfill_in_batches_updates_each_matching_row_once(backend, request, tm
     assert n == 1000
     assert all(w == -1 for i, v, w in rows if i <= 50)
     assert all(w == 10 * v for i, v, w in rows if i > 50)
+
+
+@pytest.mark.postgres
+def test_set_not_null_online_refuses_nulls_then_sets_it_and_drops_its_check(postgres_url, settings):
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        _make_table(conn, 2000)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn)
+        conn.commit()  # as in env.py: alembic owns the transactions
+        with Operations.context(ctx):
+            # NULLs left: refused, and the column stays nullable.
+            with pytest.raises(sa.exc.IntegrityError, match="CK_t_w_not_null"):
+                online.set_not_null_online("t", "w", sa.Integer())
+            conn.execute(sa.text("UPDATE t SET w = 0"))
+            conn.commit()
+            online.set_not_null_online("t", "w", sa.Integer())
+        nullable = {c["name"]: c["nullable"] for c in sa.inspect(conn).get_columns("t")}
+        checks = sa.inspect(conn).get_check_constraints("t")
+    engine.dispose()
+    assert nullable["w"] is False and nullable["v"] is True
+    assert checks == []
