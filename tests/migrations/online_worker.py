@@ -1,6 +1,7 @@
-"""Child process of the online-migration test: store visits until told to stop.
+"""Worker process of the online-migration test: store visits until told to stop.
 
-Usage: ``python online_worker.py URL WORKER N GO_FILE STOP_FILE OLD_COLUMNS``
+`run` is what the test forks (imports done once, in the parent); the same
+as a script: ``python online_worker.py URL WORKER N GO_FILE STOP_FILE OLD_COLUMNS``.
 
 The worker plays the pipeline code of the revision *before* the one being
 migrated: while an operator upgrades to revision R, the running code is
@@ -89,16 +90,15 @@ def open_as_old_code(url: str, missing: dict[str, list[str]]):
     return apdb_sql.ApdbSql(ApdbConfig(db_url=url), _check=False)
 
 
-def main() -> int:
-    url, worker, n, go, stop, old = sys.argv[1:7]
-    worker, n = int(worker), int(n)
-    db = open_as_old_code(url, json.loads(old))
+def run(url: str, worker: int, n: int, go: str, stop: str, missing: dict, say) -> None:
+    """Store visits until ``stop`` exists; ``say`` gets ``ready`` and the JSON summary."""
+    db = open_as_old_code(url, missing)
     stored, failures, timings = [], [], []
     visit = 0
     while not os.path.exists(stop):
         visit += 1
         if visit == 2:
-            print("ready", flush=True)
+            say("ready")
             while not os.path.exists(go):
                 time.sleep(0.005)
         t, objects, sources, forced = frames(worker, visit, n)
@@ -112,7 +112,12 @@ def main() -> int:
         end = time.time()
         timings.append([start, end])
     db.close()
-    print(json.dumps({"stored": stored, "failures": failures, "timings": timings}), flush=True)
+    say(json.dumps({"stored": stored, "failures": failures, "timings": timings}))
+
+
+def main() -> int:
+    url, worker, n, go, stop, old = sys.argv[1:7]
+    run(url, int(worker), int(n), go, stop, json.loads(old), lambda s: print(s, flush=True))
     return 0
 
 

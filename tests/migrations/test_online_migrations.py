@@ -19,8 +19,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import json
-import subprocess
-import sys
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -89,23 +88,37 @@ def test_revision_runs_while_workers_store(postgres_server, tmp_path, revision, 
         postgres_server.drop_database(name)
 
 
+def _worker(conn, *args) -> None:
+    """Forked child: run the worker, send its lines through ``conn``."""
+    try:
+        online_worker.run(*args, conn.send)
+    except BaseException as exc:  # reported to the parent, which fails the test
+        conn.send(f"crashed: {type(exc).__name__}: {exc}")
+    finally:
+        conn.close()
+
+
 def _run_under_load(url, engine, tmp_path, revision, previous, missing):
     go, stop = tmp_path / "go", tmp_path / "stop"
-    args = [str(go), str(stop), json.dumps(missing)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, WORKER, url, str(w), str(N), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    # Forked from this process (imports done): a cold interpreter per worker
+    # would spend most of the test importing.
+    ctx = multiprocessing.get_context("fork")
+    pipes, procs = [], []
+    for w in range(1, N_WORKERS + 1):
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(
+            target=_worker, args=(child, url, w, N, str(go), str(stop), missing), daemon=True
         )
-        for w in range(1, N_WORKERS + 1)
-    ]
+        proc.start()
+        child.close()
+        pipes.append(parent)
+        procs.append(proc)
     steps = []
     try:
-        for p in procs:
-            line = p.stdout.readline().strip()
-            assert line == "ready", (line, p.stderr.read() if p.poll() is not None else "")
+        for pipe in pipes:
+            assert pipe.poll(300), "worker never got ready"
+            line = pipe.recv()
+            assert line == "ready", line
         go.touch()
         time.sleep(1.0)  # stores under way before the first step
         window = [time.time(), 0.0]
@@ -120,10 +133,12 @@ def _run_under_load(url, engine, tmp_path, revision, previous, missing):
     finally:
         stop.touch()
     results = []
-    for p in procs:
-        out, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
-        results.append(json.loads(out.strip().splitlines()[-1]))
+    for pipe, proc in zip(pipes, procs, strict=True):
+        assert pipe.poll(300), "worker never finished"
+        line = pipe.recv()
+        proc.join(60)
+        assert line.startswith("{"), line
+        results.append(json.loads(line))
     return steps, results, window
 
 
