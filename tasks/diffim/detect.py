@@ -43,6 +43,7 @@ from tasks.diffim.systematics import (
     estimate_registration_noise,
     filtered_with_gradients,
     flux_change_significance,
+    nearest_bright_source,
     offset_source_significance,
 )
 from tasks.images import Exposure, MaskPlane, bits_from_names
@@ -162,11 +163,9 @@ class DetectAndMeasureConfig(TaskConfig):
         "residuals of bright stars (`tasks.diffim.systematics`); 0: off.",
     )
     doNeighbourRescue: bool = Field(
-        False,
+        True,
         description="Difference images: try the neighbour rescue below (a transient next to "
-        "a bright star, `tasks.diffim.systematics.offset_source_significance`).  Off by "
-        "default: on the simulator's visits it adds 1-3 unflagged spurious detections per "
-        "detector (PSF-wing residuals of bright stars at 6-8 px); see docs/tasks.md.",
+        "a bright star, `tasks.diffim.systematics.offset_source_significance`).",
     )
     minNeighbourOffset: float = Field(
         1.5,
@@ -183,6 +182,21 @@ class DetectAndMeasureConfig(TaskConfig):
         description="Largest distance (PSF sigmas) from the neighbour at which that rescue "
         "is tried: farther out the neighbour's registration term rarely hides a source, and "
         "the PSF-wing residuals of very bright stars there would pass as sources.",
+    )
+    neighbourShiftPrior: float = Field(
+        2.0,
+        ge=0,
+        description="The neighbour rescue's fit gives the neighbour's shift a Gaussian prior "
+        "of this many times the measured registration noise (0: the shift is free).",
+    )
+    maxNeighbourTemplateRatio: float = Field(
+        0.3,
+        ge=0,
+        description="The neighbour rescue keeps a source only if the same fit on the matched "
+        "template (science minus difference) gives at most this fraction of its flux, "
+        "either sign: a new source is absent from the template, while PSF-wing and "
+        "blend residuals of static stars have template counterparts (ratios beyond 0.38 "
+        "on the simulator's visits, below 0.23 for injected transients).",
     )
     registrationStarSnr: float = Field(
         10.0,
@@ -405,39 +419,20 @@ class DetectAndMeasureTask(Task):
                 psf_images=self._psf_images(exposure),
             )
             rescued = (np.abs(change) >= threshold) & (np.sign(change) == peaks.polarity[drop])
-            # a source of its own next to the science source (a transient by
-            # its host): its flux with the neighbour's change and shift fitted out
+            # a source of its own next to a bright neighbour (a transient by its
+            # host): its flux with the neighbour's change and shift fitted out
             x, y = x.copy(), y.copy()
-            offset = np.hypot(x[drop] - sx, y[drop] - sy)
-            beside = np.flatnonzero(
-                self.config.doNeighbourRescue
-                & (change != 0)
-                & (offset >= self.config.minNeighbourOffset)
-                & (offset <= self.config.maxNeighbourOffset * sigma)
-            )
-            if len(beside):
-                own, ox, oy = offset_source_significance(
-                    image,
-                    exposure.variance,
-                    first.unusable,
-                    self._psf_images(exposure),
-                    x[drop[beside]],
-                    y[drop[beside]],
-                    sx[beside],
-                    sy[beside],
+            if self.config.doNeighbourRescue:
+                own, ox, oy, alone = self._neighbour_rescue(
+                    drop, peaks, x, y, filtered, exposure, image, first, science, noise, search
                 )
-                alone = (np.abs(own) >= threshold) & (np.sign(own) == peaks.polarity[drop[beside]])
-                # it must stay apart from the neighbour (else it is the neighbour's change)
-                alone &= (
-                    np.hypot(ox - sx[beside], oy - sy[beside]) >= self.config.minNeighbourOffset
-                )
-                kept = drop[beside[alone]]
+                kept = drop[alone]
                 keep[kept] = True
                 snr[kept] = own[alone]
                 x[kept], y[kept] = ox[alone], oy[alone]
                 peaks.ix[kept] = np.floor(ox[alone] + 0.5).astype(np.int64)
                 peaks.iy[kept] = np.floor(oy[alone] + 0.5).astype(np.int64)
-                rescued[beside[alone]] = False
+                rescued &= ~alone
                 self.metadata["nNeighbourRescued"] = int(
                     self.metadata.get("nNeighbourRescued", 0) + len(kept)
                 )
@@ -462,6 +457,86 @@ class DetectAndMeasureTask(Task):
         peaks = peaks.select(keep)
         peaks.snr = snr[keep]
         return peaks, x[keep], y[keep]
+
+    def _neighbour_rescue(
+        self,
+        drop: np.ndarray,
+        peaks: Peaks,
+        x: np.ndarray,
+        y: np.ndarray,
+        filtered: np.ndarray,
+        exposure: Exposure,
+        image: np.ndarray,
+        first: FilteredImage,
+        science: Exposure,
+        noise: RegistrationNoise,
+        search: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Significance of the dropped peaks as sources of their own beside a bright neighbour.
+
+        The neighbour is the nearest source of the matched template (science
+        minus difference) at least three times brighter than the peak
+        (`tasks.diffim.systematics.nearest_bright_source`); the peak's flux
+        is fitted with the neighbour's flux change and shift as nuisances
+        (`tasks.diffim.systematics.offset_source_significance`).  A peak is
+        kept when that significance passes the threshold with the peak's
+        sign, the template holds at most ``maxNeighbourTemplateRatio`` of its
+        flux there, and it lies between ``minNeighbourOffset`` pixels and
+        ``maxNeighbourOffset`` PSF sigmas from the neighbour.
+
+        Returns
+        -------
+        significance, x, y : `numpy.ndarray`
+            Per dropped peak (0 and the input position where not tried).
+        alone : `numpy.ndarray` of bool
+            The peaks to keep.
+        """
+        n = len(drop)
+        own = np.zeros(n)
+        ox, oy = x[drop].copy(), y[drop].copy()
+        alone = np.zeros(n, dtype=bool)
+        template = science.image - exposure.image
+        value = np.abs(filtered[peaks.iy[drop], peaks.ix[drop]]).astype(np.float64)
+        found, nx, ny = nearest_bright_source(
+            template,
+            first.unusable,
+            first.kernel,
+            peaks.ix[drop],
+            peaks.iy[drop],
+            3.0 * value,
+            search=search,
+        )
+        offset = np.hypot(ox - nx, oy - ny)
+        psf_sigma = float(exposure.psf.sigma(*exposure.bbox.center))
+        tried = np.flatnonzero(
+            found
+            & (offset >= self.config.minNeighbourOffset)
+            & (offset <= self.config.maxNeighbourOffset * psf_sigma)
+        )
+        if not len(tried):
+            return own, ox, oy, alone
+        sig, tx, ty, ratio, sx, sy = offset_source_significance(
+            image,
+            exposure.variance,
+            first.unusable,
+            self._psf_images(exposure),
+            ox[tried],
+            oy[tried],
+            nx[tried],
+            ny[tried],
+            template=template,
+            science=science.image,
+            shift_sigma=self.config.neighbourShiftPrior * max(noise.sigma_x, noise.sigma_y),
+        )
+        threshold = self.config.threshold
+        ok = (np.abs(sig) >= threshold) & (np.sign(sig) == peaks.polarity[drop[tried]])
+        # a new source: the matched template holds (almost) nothing there
+        ok &= np.abs(ratio) <= self.config.maxNeighbourTemplateRatio
+        # it must stay apart from the neighbour (else it is the neighbour's change)
+        ok &= np.hypot(tx - sx, ty - sy) >= self.config.minNeighbourOffset
+        own[tried], ox[tried], oy[tried] = sig, tx, ty
+        alone[tried] = ok
+        return own, ox, oy, alone
 
     # -- measurement ----------------------------------------------------------
     @staticmethod

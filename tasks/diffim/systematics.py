@@ -39,6 +39,7 @@ __all__ = [
     "estimate_registration_noise",
     "filtered_with_gradients",
     "flux_change_significance",
+    "nearest_bright_source",
     "offset_source_significance",
 ]
 
@@ -351,6 +352,46 @@ def _place(canvas: np.ndarray, image: np.ndarray, x0: int, y0: int) -> None:
         canvas[y0 + ys : y0 + ye, x0 + xs : x0 + xe] += image[ys:ye, xs:xe]
 
 
+def _refine_position(
+    image: np.ndarray,
+    variance: np.ndarray,
+    unusable: np.ndarray,
+    psf_images: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: float,
+    y: float,
+    half: int,
+    steps: int = 3,
+) -> tuple[float, float]:
+    """Refine a point source's position by Gauss-Newton steps of ``F P + b·∇P`` (±1 px each)."""
+    height, width = image.shape
+    x0, y0 = x, y
+    for _ in range(steps):
+        cx, cy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
+        if cx - half < 0 or cy - half < 0 or cx + half >= width or cy + half >= height:
+            return x0, y0
+        window = (slice(cy - half, cy + half + 1), slice(cx - half, cx + half + 1))
+        data = image[window].astype(np.float64)
+        var = variance[window].astype(np.float64)
+        good = ~unusable[window] & np.isfinite(data) & np.isfinite(var) & (var > 0)
+        weight = np.where(good, 1.0 / np.where(good, var, 1.0), 0.0).ravel()
+        model_image = psf_images(np.array([x]), np.array([y]))[0]
+        gy, gx = np.gradient(model_image)
+        model = np.stack([model_image.ravel(), gx.ravel(), gy.ravel()])
+        try:
+            coef = np.linalg.solve(
+                (model * weight) @ model.T, model @ (weight * np.where(good, data, 0.0).ravel())
+            )
+        except np.linalg.LinAlgError:
+            return x0, y0
+        if coef[0] <= 0:
+            return x0, y0
+        x += float(np.clip(-coef[1] / coef[0], -1.0, 1.0))
+        y += float(np.clip(-coef[2] / coef[0], -1.0, 1.0))
+    if np.hypot(x - x0, y - y0) > 2.0:  # wandered off: keep the science position
+        return x0, y0
+    return x, y
+
+
 def offset_source_significance(
     difference: np.ndarray,
     difference_variance: np.ndarray,
@@ -360,7 +401,10 @@ def offset_source_significance(
     ty: np.ndarray,
     sx: np.ndarray,
     sy: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    template: np.ndarray | None = None,
+    science: np.ndarray | None = None,
+    shift_sigma: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Significance of a new point source next to a science source, the neighbour fitted out.
 
     A transient a few pixels from a bright star (a supernova next to its
@@ -390,24 +434,53 @@ def offset_source_significance(
     sx, sy : `numpy.ndarray`
         Positions of the neighbouring science sources.
 
+    template : `numpy.ndarray`, optional
+        The matched template (science minus difference): the same model,
+        at the final positions, is fitted to it too.
+    science : `numpy.ndarray`, optional
+        The science image: with ``shift_sigma`` it gives the neighbour's
+        flux ``F`` (a fit of ``P(t)`` and ``P(s)``), and the neighbour's
+        shift gets a Gaussian prior of ``shift_sigma`` pixels per axis
+        (``b ~ N(0, (F shift_sigma)²)``).  Without it the shift is free, and
+        a source within about a PSF sigma of the neighbour is nearly
+        degenerate with a shifted, brighter neighbour.
+    shift_sigma : `float`, optional
+        Registration noise (pixels) for that prior; 0: no prior.
+
     Returns
     -------
     significance : `numpy.ndarray`
         ``a / σ_a`` (0 where the stamp leaves the image or the fit is singular).
     x, y : `numpy.ndarray`
         Refined positions of the candidate sources.
+    template_ratio : `numpy.ndarray`
+        The template fit's ``a`` over the difference fit's ``a`` (NaN
+        without ``template`` or where the fit failed): about 0 for a new
+        source, large for the residual of a static one.
+    star_x, star_y : `numpy.ndarray`
+        The neighbours' positions used (refined on ``template`` when given).
     """
     tx = np.asarray(tx, dtype=np.float64).copy()
     ty = np.asarray(ty, dtype=np.float64).copy()
     sx = np.asarray(sx, dtype=np.float64)
     sy = np.asarray(sy, dtype=np.float64)
     out = np.zeros(len(tx))
+    flux = np.zeros(len(tx))
+    t_flux = np.full(len(tx), np.nan)
     if not len(tx):
-        return out, tx, ty
+        return out, tx, ty, t_flux, sx.copy(), sy.copy()
     height, width = difference.shape
-    star_images = psf_images(sx, sy)
-    k = star_images.shape[-1]
+    sx, sy = sx.copy(), sy.copy()
+    k = psf_images(sx[:1], sy[:1]).shape[-1]
     half_k = k // 2
+    for i in range(len(tx)):
+        if template is not None:
+            # the neighbour's position from the matched template, which holds
+            # it without the new source (the science peak is pulled toward it)
+            sx[i], sy[i] = _refine_position(
+                template, difference_variance, unusable, psf_images, sx[i], sy[i], half_k
+            )
+    star_images = psf_images(sx, sy)
     for i in range(len(tx)):
         cx = int(np.floor(0.5 * (tx[i] + sx[i]) + 0.5))
         cy = int(np.floor(0.5 * (ty[i] + sy[i]) + 0.5))
@@ -432,6 +505,24 @@ def offset_source_significance(
             int(np.floor(sy[i] + 0.5)) - half_k - y0,
         )
         star_gy, star_gx = np.gradient(star)
+        prior = 0.0
+        if science is not None and shift_sigma > 0:
+            first = np.zeros((side, side))
+            _place(
+                first,
+                psf_images(tx[i : i + 1], ty[i : i + 1])[0],
+                int(np.floor(tx[i] + 0.5)) - half_k - x0,
+                int(np.floor(ty[i] + 0.5)) - half_k - y0,
+            )
+            sdata = science[window].astype(np.float64).ravel()
+            sdata = np.where(good.ravel() & np.isfinite(sdata), sdata, 0.0)
+            pair = np.stack([first.ravel(), star.ravel()])
+            try:
+                star_flux = np.linalg.solve((pair * weight) @ pair.T, pair @ (weight * sdata))[1]
+            except np.linalg.LinAlgError:
+                star_flux = 0.0
+            if star_flux > 0:
+                prior = 1.0 / (star_flux * shift_sigma) ** 2
         for step in range(3):
             source = np.zeros((side, side))
             _place(
@@ -446,6 +537,8 @@ def offset_source_significance(
                 terms += [gx, gy]
             model = np.stack([t.ravel() for t in terms])
             normal = (model * weight) @ model.T
+            normal[2, 2] += prior
+            normal[3, 3] += prior
             try:
                 cov = np.linalg.inv(normal)
             except np.linalg.LinAlgError:
@@ -454,10 +547,88 @@ def offset_source_significance(
             if step == 2:
                 if cov[0, 0] > 0:
                     out[i] = coef[0] / np.sqrt(cov[0, 0])
+                    if template is not None:
+                        tdata = template[window].astype(np.float64).ravel()
+                        tdata = np.where(good.ravel() & np.isfinite(tdata), tdata, 0.0)
+                        t_flux[i] = (cov @ (model @ (weight * tdata)))[0]
+                    flux[i] = coef[0]
                 break
             if coef[0] == 0:  # no flux: nothing to move
                 break
             # a P(t + d) ~ a P(t) - a d.∇P(t): the gradient coefficients are -a d
             tx[i] += np.clip(-coef[4] / coef[0], -1.0, 1.0)
             ty[i] += np.clip(-coef[5] / coef[0], -1.0, 1.0)
-    return out, tx, ty
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(flux != 0, t_flux / flux, np.nan)
+    return out, tx, ty, ratio, sx, sy
+
+
+def nearest_bright_source(
+    image: np.ndarray,
+    unusable: np.ndarray,
+    kernel: np.ndarray,
+    ix: np.ndarray,
+    iy: np.ndarray,
+    min_value: np.ndarray,
+    *,
+    search: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest local maximum of the PSF-filtered ``image`` above ``min_value`` around each pixel.
+
+    Used to find the bright neighbour of a candidate source in the matched
+    template: the neighbour is the nearest source much brighter than the
+    candidate (not the brightest in the square, which may be another star).
+
+    Parameters
+    ----------
+    image : `numpy.ndarray`
+        Image to search (e.g. the matched template).
+    unusable : `numpy.ndarray` of bool
+        Pixels to ignore.
+    kernel : `numpy.ndarray`
+        PSF kernel (odd square, sum 1).
+    ix, iy : `numpy.ndarray` of int
+        Centres of the searches.
+    min_value : `numpy.ndarray`
+        Smallest filtered value of an accepted maximum, per centre.
+    search : `int`
+        Half-size of the square searched.
+
+    Returns
+    -------
+    found : `numpy.ndarray` of bool
+        A maximum inside the square (not on its border) was found.
+    x, y : `numpy.ndarray`
+        Its pixel (the centre where none was found).
+    """
+    ix = np.asarray(ix, dtype=np.int64)
+    iy = np.asarray(iy, dtype=np.int64)
+    n = len(ix)
+    found = np.zeros(n, dtype=bool)
+    x, y = ix.astype(np.float64), iy.astype(np.float64)
+    if not n:
+        return found, x, y
+    k = kernel.shape[0]
+    side = 2 * search + 1
+    big = side + k - 1
+    stamps = extract_stamps(image, ix, iy, big, fill=0.0).astype(np.float64)
+    usable = extract_stamps(~unusable, ix, iy, big, fill=False)
+    stamps = np.where(usable & np.isfinite(stamps), stamps, 0.0)
+    values = signal.fftconvolve(stamps, kernel[None, ::-1, ::-1], mode="valid", axes=(1, 2))
+    inner = values[:, 1:-1, 1:-1]
+    is_max = np.ones_like(inner, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                shifted = values[:, 1 + dy : side - 1 + dy, 1 + dx : side - 1 + dx]
+                is_max &= inner >= shifted
+    is_max &= inner >= np.asarray(min_value, dtype=np.float64)[:, None, None]
+    offsets = np.arange(1, side - 1) - search
+    dist2 = offsets[None, :, None] ** 2 + offsets[None, None, :] ** 2
+    dist2 = np.where(is_max, dist2, np.iinfo(np.int64).max)
+    flat = dist2.reshape(n, -1).argmin(axis=1)
+    row, col = np.divmod(flat, side - 2)
+    found = is_max.reshape(n, -1)[np.arange(n), flat]
+    x = np.where(found, ix + offsets[col], ix).astype(np.float64)
+    y = np.where(found, iy + offsets[row], iy).astype(np.float64)
+    return found, x, y
