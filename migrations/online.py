@@ -43,7 +43,9 @@ __all__ = [
     "configure",
     "create_index_online",
     "drop_column_online",
+    "drop_fill_on_insert",
     "drop_index_online",
+    "fill_on_insert",
     "is_postgres",
     "set_not_null_online",
     "settings",
@@ -510,3 +512,58 @@ def views_dropped(tables: Sequence[str]) -> Iterator[None]:
         op.execute(body)
         for grantee, privilege in grants:
             op.execute(f'GRANT {privilege} ON "{name}" TO "{grantee}"')
+
+
+def _trigger_names(table: str, column: str) -> tuple[str, str]:
+    return f"apdb_fill_{table}_{column}", f"TR_{table}_{column}_fill"
+
+
+def fill_on_insert(table: str, column: str, expression: str) -> None:
+    """Fill ``column`` of rows inserted without it (PostgreSQL trigger).
+
+    While a new column is backfilled, and until the code that writes it is
+    rolled out, the running (older) code inserts rows without it; this
+    ``BEFORE INSERT`` trigger computes it for them, so the backfill never
+    misses a row and the column can become NOT NULL under live writers.
+    Rows that carry a value keep it (the trigger only tests for NULL).
+    A no-op on SQLite.
+
+    Parameters
+    ----------
+    table, column : `str`
+        The column to fill.
+    expression : `str`
+        SQL (PL/pgSQL) expression of the value, using ``NEW."col"`` for the
+        inserted row's columns; written by the revision author, never from
+        user input.
+    """
+    if not is_postgres():
+        return
+    function, trigger = _trigger_names(table, column)
+    with_lock_timeout(
+        lambda: op.execute(
+            f'CREATE OR REPLACE FUNCTION "{function}"() RETURNS trigger LANGUAGE plpgsql AS $$\n'
+            f'BEGIN\n  IF NEW."{column}" IS NULL THEN\n'
+            f'    NEW."{column}" := {expression};\n  END IF;\n  RETURN NEW;\nEND $$'
+        ),
+        f"function {function}",
+    )
+    with_lock_timeout(
+        lambda: op.execute(
+            f'CREATE OR REPLACE TRIGGER "{trigger}" BEFORE INSERT ON "{table}" '
+            f'FOR EACH ROW EXECUTE FUNCTION "{function}"()'
+        ),
+        f"trigger {trigger}",
+    )
+
+
+def drop_fill_on_insert(table: str, column: str) -> None:
+    """Drop the trigger and function of `fill_on_insert` (if present)."""
+    if not is_postgres():
+        return
+    function, trigger = _trigger_names(table, column)
+    with_lock_timeout(
+        lambda: op.execute(f'DROP TRIGGER IF EXISTS "{trigger}" ON "{table}"'),
+        f"drop trigger {trigger}",
+    )
+    op.execute(f'DROP FUNCTION IF EXISTS "{function}"()')

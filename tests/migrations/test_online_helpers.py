@@ -22,6 +22,8 @@ def settings():
 
 def _make_table(conn: sa.Connection, n: int) -> None:
     conn.execute(sa.text("CREATE TABLE t (id BIGINT PRIMARY KEY, v INTEGER, w INTEGER)"))
+    if n == 0:
+        return
     conn.execute(
         sa.text("INSERT INTO t (id, v) VALUES (:id, :v)"),
         [{"id": i, "v": i % 7} for i in range(1, n + 1)],
@@ -169,3 +171,22 @@ def test_set_not_null_online_refuses_nulls_then_sets_it_and_drops_its_check(post
     engine.dispose()
     assert nullable["w"] is False and nullable["v"] is True
     assert checks == []
+
+
+@pytest.mark.postgres
+def test_fill_on_insert_fills_only_missing_values(postgres_url, settings):
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        _make_table(conn, 0)
+        with Operations.context(MigrationContext.configure(conn)):
+            online.fill_on_insert("t", "w", 'NEW."v" * 10')
+        conn.execute(sa.text("INSERT INTO t (id, v) VALUES (1, 3), (2, 4)"))
+        conn.execute(sa.text("INSERT INTO t (id, v, w) VALUES (3, 5, -1)"))
+        rows = conn.execute(sa.text("SELECT id, w FROM t ORDER BY id")).all()
+        with Operations.context(MigrationContext.configure(conn)):
+            online.drop_fill_on_insert("t", "w")
+        conn.execute(sa.text("INSERT INTO t (id, v) VALUES (4, 6)"))
+        after = conn.execute(sa.text("SELECT w FROM t WHERE id = 4")).scalar()
+    engine.dispose()
+    assert rows == [(1, 30), (2, 40), (3, -1)]
+    assert after is None
