@@ -6,6 +6,13 @@ run under `apdb.sql.transaction.write_transaction` (SQLite ``BEGIN
 IMMEDIATE``; PostgreSQL sorted advisory locks on the DiaObjects touched, the
 same locks `ApdbSql.store` takes, and bounded retries); the SQL itself is in
 `apdb.sql.operations`.  Semantics are documented on `apdb.Apdb`.
+
+Each call is one transaction, whatever its size.  Advisory locks take one
+slot each in PostgreSQL's shared lock table (``max_locks_per_transaction ×
+max_connections``, 6,400 by default), so a call touching more than
+`MAX_LOCKED_OBJECTS` DiaObjects takes none: it relies on row locks, and a
+deadlock with a concurrent store is detected by the server and retried by
+`write_transaction` like any other.
 """
 
 from __future__ import annotations
@@ -31,10 +38,21 @@ from apdb.sql.metadata import ApdbMetadataSql
 from apdb.sql.reads import id_filter
 from apdb.sql.transaction import write_transaction
 
-__all__ = ["DEDUP_KEY", "ApdbMetadataSql", "ApdbSqlUpdates", "column_ids", "id_pairs", "time_mjd"]
+__all__ = [
+    "DEDUP_KEY",
+    "MAX_LOCKED_OBJECTS",
+    "ApdbMetadataSql",
+    "ApdbSqlUpdates",
+    "column_ids",
+    "id_pairs",
+    "time_mjd",
+]
 
 DEDUP_KEY = "status:deduplication.json"
 """`metadata` key of the last deduplication time (Rubin's key)."""
+
+MAX_LOCKED_OBJECTS = 1000
+"""Most DiaObjects one call locks with advisory locks (see the module notes)."""
 
 IdsLike = pd.DataFrame | Iterable[int] | np.ndarray
 
@@ -133,7 +151,7 @@ class ApdbSqlUpdates:
             self._engine,
             work,
             what="reassign_dia_sources_to_dia_objects",
-            object_ids=np.concatenate([obj, left]),
+            object_ids=_lockable(np.concatenate([obj, left])),
         )
 
     def set_validity_end(self, objects: IdsLike, validity_end: Time, raise_on_missing: bool) -> int:
@@ -149,7 +167,9 @@ class ApdbSqlUpdates:
                 conn, table, ids, end, raise_on_missing_id=raise_on_missing
             )
 
-        return write_transaction(self._engine, work, what="set_validity_end", object_ids=ids)
+        return write_transaction(
+            self._engine, work, what="set_validity_end", object_ids=_lockable(ids)
+        )
 
     def withdraw(self, name: ApdbTables, column: str, ids: IdsLike, when: Time | None) -> int:
         """Withdraw rows of ``name`` by ``column``; return how many were newly withdrawn."""
@@ -163,6 +183,12 @@ class ApdbSqlUpdates:
             return operations.withdraw(conn, table, column, values, mjd)
 
         return write_transaction(self._engine, work, what=f"withdraw {name.value}")
+
+
+def _lockable(object_ids: np.ndarray) -> np.ndarray | None:
+    """Return the ids to lock, or `None` when there are too many (row locks only)."""
+    ids = np.unique(object_ids)
+    return ids if ids.size <= MAX_LOCKED_OBJECTS else None
 
 
 def time_mjd(table: str, name: str, t: object) -> float:

@@ -431,3 +431,54 @@ def test_dia_object_to_object_match_table_exists(apdb):
     assert counts["DiaObject_To_Object_Match"] == 0
     table = apdb.schema_metadata.tables["DiaObject_To_Object_Match"]
     assert [c.name for c in table.columns] == ["diaObjectId", "objectId", "dist", "lnP"]
+
+
+# -- large calls -------------------------------------------------------------------------
+def test_large_calls_lock_rows_not_each_object(apdb, monkeypatch):
+    """Beyond MAX_LOCKED_OBJECTS a call takes no advisory lock per object, same results."""
+    import apdb.sql.updates as updates
+
+    locked: list[object] = []
+    original = updates.write_transaction
+
+    def spy(engine, work, *, what, object_ids=None, **kwargs):
+        locked.append(None if object_ids is None else len(object_ids))
+        return original(engine, work, what=what, object_ids=object_ids, **kwargs)
+
+    monkeypatch.setattr(updates, "MAX_LOCKED_OBJECTS", 50)
+    monkeypatch.setattr(updates, "write_transaction", spy)
+    t = _tai("2021-01-01T00:00:00")
+    objects = _objects(np.arange(1, 301), 45.0, 10.0, radius=0.1)
+    apdb.store(t, objects, _sources(objects, 10_000, t))
+
+    # 150 sources move from the odd objects to the next even ones: 300 objects.
+    moves = {10_000 + i - 1: i + 1 for i in range(1, 301, 2)}
+    apdb.reassign_dia_sources_to_dia_objects(moves)
+    counts = _counts(apdb, Cone(45.0, 10.0, 0.3))
+    assert all(counts[i] == (0 if i % 2 else 2) for i in range(1, 301))
+    # 200 objects closed, then 20 (locked individually: under the limit).
+    assert apdb.set_validity_end(np.arange(1, 201), t + ONE_SEC) == 200
+    assert apdb.set_validity_end(np.arange(201, 221), t + ONE_SEC) == 20
+    assert len(apdb.get_dia_objects(Cone(45.0, 10.0, 0.3))) == 80
+    assert locked == [None, None, 20]
+
+
+def test_set_validity_end_beyond_the_server_lock_table(apdb_url):
+    """More objects in one call than PostgreSQL's shared lock table could hold."""
+    if not apdb_url.startswith("postgresql"):
+        pytest.skip("the shared lock table is PostgreSQL's")
+    from apdb import Apdb
+
+    t = _tai("2021-01-01T00:00:00")
+    with Apdb.from_url(apdb_url) as db:
+        with db.engine.connect() as conn:
+            slots = 1
+            for name in ("max_locks_per_transaction", "max_connections"):
+                slots *= int(conn.exec_driver_sql(f"SHOW {name}").scalar())
+        chunk = 2000
+        n = chunk * -(-4 * slots // chunk)  # 26,000 objects with the defaults (64 x 100)
+        for k in range(0, n, chunk):  # stores of 2,000 objects stay within the table
+            ids = np.arange(1 + k, 1 + k + chunk)
+            db.store(t + k * ONE_SEC, _objects(ids, 45.0, 10.0, seed=k, radius=0.5))
+        assert db.set_validity_end(np.arange(1, n + 1), t + (n + 1) * ONE_SEC) == n
+        assert len(db.get_dia_objects_for_dedup()) == 0
