@@ -381,11 +381,6 @@ class Apdb(ABC):
             Take one from ``nDiaSources`` of the latest version of the object
             each source leaves (none for a source that had no DiaObject).
 
-        Notes
-        -----
-        Only ``diaObjectId`` of the sources changes (``ssObjectId`` is kept,
-        as in Rubin's APDB); earlier, closed object versions keep their counts.
-
         Raises
         ------
         UnknownIdError
@@ -393,6 +388,11 @@ class Apdb(ABC):
             version; nothing is changed.
         ApdbInputError
             Malformed map (non-integer or negative ids, a source mapped twice).
+
+        Notes
+        -----
+        Only ``diaObjectId`` of the sources changes (``ssObjectId`` is kept,
+        as in Rubin's APDB); earlier, closed object versions keep their counts.
         """
 
     @abstractmethod
