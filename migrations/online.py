@@ -224,15 +224,20 @@ def add_column_online(table: str, column: sa.Column, schema: str | None = None) 
             f"{table}.{column.name}: a NOT NULL column needs a constant server_default to be "
             f"added online; add it nullable and backfill with backfill_in_batches"
         )
+    # IF NOT EXISTS on PostgreSQL: a revision whose later autocommit steps
+    # (backfills, concurrent builds) failed can be run again.
+    kw = {"if_not_exists": True} if is_postgres() else {}
     with_lock_timeout(
-        lambda: op.add_column(table, column, schema=schema), f"add column {table}.{column.name}"
+        lambda: op.add_column(table, column, schema=schema, **kw),
+        f"add column {table}.{column.name}",
     )
 
 
 def drop_column_online(table: str, name: str, schema: str | None = None) -> None:
-    """Drop a column (PostgreSQL only marks it dropped: no rewrite)."""
+    """Drop a column (PostgreSQL only marks it dropped: no rewrite); repeatable there."""
+    kw = {"if_exists": True} if is_postgres() else {}
     with_lock_timeout(
-        lambda: op.drop_column(table, name, schema=schema), f"drop column {table}.{name}"
+        lambda: op.drop_column(table, name, schema=schema, **kw), f"drop column {table}.{name}"
     )
 
 
