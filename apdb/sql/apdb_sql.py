@@ -25,7 +25,7 @@ from apdb.sky import Region
 from apdb.sql import admin, analysis
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
-from apdb.sql.transaction import write_transaction
+from apdb.sql.transaction import lock_objects, write_transaction
 from apdb.sql.updates import ApdbMetadataSql, ApdbSqlUpdates
 from apdb.sql.writes import insert_batch, update_objects
 
@@ -296,17 +296,21 @@ class ApdbSql(Apdb):
                 except sa.exc.IntegrityError as exc:
                     # Rows that are already there: a re-stored visit (bad input).
                     raise self._conflict(step, batch) from exc
+            # The DiaObjects last: their locks (sorted ids) are held only for
+            # the version fix-up and the commit, not for the source inserts.
             # A unique violation here can only come from a concurrent writer
             # of the same objects: write_transaction retries it.
+            lock_objects(conn, object_ids)
             update_objects(conn, self._table(ApdbTables.DiaObject), objects, visit_mjd)
 
+        object_ids = objects.values.get("diaObjectId", np.zeros(0, np.int64))
         write_transaction(
             self._engine,
             work,
             what=_store_name(visits, visit_mjd),
-            object_ids=objects.values.get("diaObjectId"),
+            object_ids=object_ids,
+            lock_first=False,
         )
-
 
     def _conflict(self, name: ApdbTables, batch: Batch) -> ApdbInputError:
         """Describe which rows of a failed insert were already stored."""

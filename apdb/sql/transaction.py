@@ -102,6 +102,7 @@ def write_transaction(
     what: str,
     object_ids: np.ndarray | None = None,
     max_attempts: int = 5,
+    lock_first: bool = True,
 ) -> T:
     """Run ``work(conn)`` in a write transaction, retried on concurrency errors.
 
@@ -116,9 +117,15 @@ def write_transaction(
     what : `str`
         The operation, for error messages (``"store of visit 7 detector 3"``).
     object_ids : `numpy.ndarray`, optional
-        DiaObject ids the work reads-then-writes; locked first, in order.
+        DiaObject ids the work reads-then-writes; locked first, in order
+        (and named in `ApdbConcurrencyError`).
     max_attempts : `int`, optional
         Attempts before giving up.
+    lock_first : `bool`, optional
+        Lock ``object_ids`` before calling ``work``.  With `False`, ``work``
+        calls `lock_objects` itself when it reaches the objects, so that the
+        locks are held for less time (`ApdbSql.store` writes its sources
+        first); the ids are then only named in errors.
 
     Returns
     -------
@@ -145,7 +152,8 @@ def write_transaction(
             with engine.connect() as conn:
                 conn = conn.execution_options(**options)
                 with conn.begin():
-                    lock_objects(conn, ids)
+                    if lock_first:
+                        lock_objects(conn, ids)
                     return work(conn)
         except ApdbError:
             raise
