@@ -208,6 +208,17 @@ def test_lower_layers_do_not_import_tasks_above_them(modules):
     assert offences == []
 
 
+def test_the_engine_imports_no_task(modules):
+    offences = [
+        f"{name} imports {target}"
+        for name, module in modules.items()
+        if name.split(".")[0] == "apdb"
+        for target in module.all_imports
+        if target.split(".")[0] == "tasks"
+    ]
+    assert offences == []
+
+
 def _imported_roots(tree: ast.Module) -> set[str]:
     roots = set()
     for node in ast.walk(tree):

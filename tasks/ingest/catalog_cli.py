@@ -107,7 +107,6 @@ def build_mapping(args: argparse.Namespace) -> Any:
 def main(args: argparse.Namespace) -> int:
     """Run catalog-only mode; exit status 1 on bad input, 2 when the APDB cannot be opened."""
     import pandas as pd
-    from sqlalchemy.exc import SQLAlchemyError
 
     from apdb import Apdb
     from apdb.errors import ApdbError
@@ -141,7 +140,7 @@ def main(args: argparse.Namespace) -> int:
     alert_dir = None if args.no_alerts else (args.alerts_dir or Path("alerts"))
     try:
         apdb = Apdb.create(args.apdb_url, exist_ok=True)
-    except (ApdbError, SQLAlchemyError) as exc:
+    except ApdbError as exc:
         print(f"apdb-pipeline catalog: error: cannot open the APDB: {exc}", file=sys.stderr)
         return 2
     try:

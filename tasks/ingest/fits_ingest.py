@@ -46,6 +46,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import fit_wcs_from_points
 from scipy import ndimage
 
+from apdb.schema import BANDS
 from tasks.data.layout import DataLayout, DataLayoutError, visit_info_to_row
 from tasks.images import Exposure, MaskPlane
 from tasks.images.calib import PhotoCalib
@@ -129,7 +130,7 @@ def _band(header: fits.Header, profile: InstrumentProfile) -> str:
     for key in sorted(profile.bands, key=len, reverse=True):
         if raw.startswith(key):
             return profile.bands[key]
-    if raw in ("u", "g", "r", "i", "z", "y"):
+    if raw in BANDS:
         return raw
     raise IngestError(f"band {raw!r} (keyword {profile.band}) is not in the profile's bands")
 

@@ -136,7 +136,7 @@ def run_pipeline(
     if any(not apdb.contains_visit_detector(v, d) for v, d in work):
         # Compile the numba kernels before the first visit (or load them from
         # numba's cache): the first run's compilation is not booked to a stage.
-        kernels = warm_up(report=print if progress else None)
+        kernels = warm_up(report=print if progress else _log.info)
         summary.kernel_seconds = kernels.seconds
         summary.kernels_compiled = kernels.n_compiled
     bar = tqdm(work, desc="visits", unit="visit", disable=not progress)
