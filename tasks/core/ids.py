@@ -3,8 +3,10 @@
 One rule for every table a visit writes, so ids never collide between
 visits or detectors: ``id = (visit * MAX_DETECTORS + detector) * 2**SEQUENCE_BITS + n``
 with ``n`` the 0-based row number within the visit/detector.  With visit
-numbers below 10**7, 1000 detectors and 2**20 rows per table per detector,
-ids stay below 2**63.
+numbers below 2**33 (8.6e9: room for survey exposure numbers such as ZTF's
+``EXPID`` ~3e8, and for visits numbered by their midpoint in seconds since
+MJD 0, up to MJD ~99000), 1000 detectors and 2**20 rows per table per
+detector, ids stay below 2**63.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ __all__ = ["MAX_DETECTORS", "SEQUENCE_BITS", "make_ids", "split_ids"]
 
 MAX_DETECTORS = 1000
 SEQUENCE_BITS = 20
-_MAX_VISIT = 10**7
+_MAX_VISIT = 2**33
 
 
 def make_ids(visit: int, detector: int, n: int, start: int = 0) -> np.ndarray:
@@ -26,7 +28,7 @@ def make_ids(visit: int, detector: int, n: int, start: int = 0) -> np.ndarray:
     Parameters
     ----------
     visit : `int`
-        Visit number, ``0 <= visit < 10**7``.
+        Visit number, ``0 <= visit < 2**33``.
     detector : `int`
         Detector number, ``0 <= detector < MAX_DETECTORS``.
     n : `int`

@@ -51,7 +51,7 @@ from tasks.data.layout import DataLayout, DataLayoutError, visit_info_to_row
 from tasks.images import Exposure, MaskPlane
 from tasks.images.calib import PhotoCalib
 from tasks.images.errors import ImageError
-from tasks.images.psf import GaussianPsf
+from tasks.images.psf import GaussianPsf, Psf
 from tasks.images.visit_info import RUBIN_OBSERVATORY, VisitInfo, Weather
 from tasks.images.wcs_utils import params_to_wcs, wcs_to_params
 from tasks.ingest.errors import IngestError
@@ -225,10 +225,15 @@ def _wcs(header: fits.Header, shape: tuple[int, int]) -> WCS:
     px, py = kept.all_world2pix(*wcs.all_pix2world(xy[0], xy[1], 0), 0)
     if float(np.max(np.hypot(px - xy[0], py - xy[1]))) < 0.01:
         return wcs
-    ra, dec = wcs.all_pix2world(xy[0], xy[1], 0)
-    world = SkyCoord(ra * u.deg, dec * u.deg)
+    # fitted on a coarser grid (the fit's cost grows with the points), checked on the fine one
+    fx, fy = np.meshgrid(np.linspace(0, nx - 1, 12), np.linspace(0, ny - 1, 12))
+    fit_ra, fit_dec = wcs.all_pix2world(fx.ravel(), fy.ravel(), 0)
+    world = SkyCoord(fit_ra * u.deg, fit_dec * u.deg)
     center = SkyCoord(*wcs.all_pix2world([(nx - 1) / 2], [(ny - 1) / 2], 0), unit="deg")
-    sip = fit_wcs_from_points(xy, world, proj_point=center[0], projection="TAN", sip_degree=4)
+    sip = fit_wcs_from_points(
+        (fx.ravel(), fy.ravel()), world, proj_point=center[0], projection="TAN", sip_degree=4
+    )
+    ra, dec = wcs.all_pix2world(xy[0], xy[1], 0)
     back_x, back_y = sip.all_world2pix(ra, dec, 0)
     err = float(np.max(np.hypot(back_x - xy[0], back_y - xy[1])))
     if err > 0.01:
@@ -385,6 +390,7 @@ def read_image(
     visit: int | None = None,
     detector: int | None = None,
     template: bool = False,
+    psf: Psf | None = None,
 ) -> Exposure:
     """Read one calibrated image through an instrument profile (see the module docstring).
 
@@ -404,6 +410,9 @@ def read_image(
     template : `bool`, optional
         The image is a template (e.g. a deep coadd): time and exposure time
         may be missing.
+    psf : `tasks.images.psf.Psf`, optional
+        A PSF model to attach (e.g. the instrument's own,
+        `tasks.ingest.daophot_psf.DaophotPsf`) instead of a Gaussian.
     """
     path = Path(path)
     if profile.format == "exposure":
@@ -473,19 +482,21 @@ def read_image(
     if detector is None:
         det = _value(header, profile.detector, "detector", required=False)
         detector = int(det) if det is not None else 0
-    fwhm = _float(header, profile.seeing_fwhm_pixels, "seeing", required=False)
-    sigma = (
-        fwhm / _FWHM_PER_SIGMA
-        if fwhm is not None and fwhm > 0.5
-        else estimate_psf_sigma(image, variance, mask)
-    )
+    if psf is None:
+        fwhm = _float(header, profile.seeing_fwhm_pixels, "seeing", required=False)
+        sigma = (
+            fwhm / _FWHM_PER_SIGMA
+            if fwhm is not None and fwhm > 0.5
+            else estimate_psf_sigma(image, variance, mask)
+        )
+        psf = GaussianPsf(sigma)
     try:
         return Exposure(
             image,
             mask,
             variance.astype(np.float32),
             wcs,
-            psf=GaussianPsf(sigma),
+            psf=psf,
             photo_calib=calib,
             visit_info=info,
             detector=int(detector),
