@@ -1,0 +1,1 @@
+"""Daytime APDB operations benchmark (ours against ``lsst-dax-apdb``)."""
