@@ -11,9 +11,10 @@
   DiaObject id, in ascending order, in one statement.  Two writers touching
   the same objects therefore queue on the first shared id instead of
   deadlocking, and the second one sees the first one's committed versions.
-  Advisory locks live in the server's shared lock table: an operator must
-  allow ``max_locks_per_transaction * max_connections`` to hold the objects
-  of all concurrent stores (see docs/engine.md).
+  Advisory locks live in the server's shared lock table
+  (``max_locks_per_transaction * max_connections`` slots): a writer of more
+  objects than its share (`lock_budget`) takes one exclusive gate lock
+  instead and runs alone (see `lock_objects` and docs/engine.md).
 
 Deadlocks, serialization failures, lock timeouts, SQLite "database is
 locked" and unique violations that escape ``work`` roll the whole
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import random
 import time
+import weakref
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -39,7 +41,7 @@ from sqlalchemy.dialects import postgresql
 from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbError
 from apdb.sql.engine import WRITE
 
-__all__ = ["is_retryable", "lock_objects", "write_transaction"]
+__all__ = ["GATE_KEY", "is_retryable", "lock_budget", "lock_objects", "write_transaction"]
 
 T = TypeVar("T")
 
@@ -74,23 +76,58 @@ def is_retryable(exc: BaseException) -> bool:
     return any(t in text for t in _SQLITE_RETRY_TEXT)
 
 
+# Advisory-lock key of the gate every object lock passes (DiaObject ids are >= 0).
+GATE_KEY = -1
+# Lock-table slots per transaction kept free for other locks.
+_LOCK_SLACK = 16
+_budgets: weakref.WeakKeyDictionary[sa.Engine, int] = weakref.WeakKeyDictionary()
+
+
+def lock_budget(conn: sa.Connection) -> int:
+    """Most object locks one transaction takes: ``max_locks_per_transaction - 16``.
+
+    PostgreSQL's shared lock table holds ``max_locks_per_transaction ×
+    max_connections`` entries; when no transaction takes more than its share,
+    concurrent stores can never run it out ("out of shared memory").  Read
+    once per engine.
+    """
+    engine = conn.engine
+    if engine not in _budgets:
+        value = conn.execute(sa.text("SHOW max_locks_per_transaction")).scalar()
+        _budgets[engine] = max(0, int(value) - _LOCK_SLACK)
+    return _budgets[engine]
+
+
 def lock_objects(conn: sa.Connection, object_ids: np.ndarray) -> None:
     """Take transaction-scoped locks on ``object_ids`` in ascending order.
 
-    One statement on PostgreSQL (``pg_advisory_xact_lock`` over the sorted,
-    de-duplicated ids); nothing on SQLite, where ``BEGIN IMMEDIATE`` already
-    serializes writers.
+    PostgreSQL: one statement.  Up to `lock_budget` ids: the gate
+    (`GATE_KEY`) in shared mode, then ``pg_advisory_xact_lock`` on each
+    sorted, de-duplicated id, so writers of disjoint objects run in parallel
+    and writers of shared objects queue on the first shared id.  More ids
+    than the budget: the gate alone, exclusively; such a writer waits for
+    every object writer to finish and runs alone, using one lock-table slot
+    instead of one per object.  SQLite: nothing (``BEGIN IMMEDIATE`` already
+    serializes writers).
     """
     if conn.dialect.name != "postgresql" or object_ids.size == 0:
         return
     keys = np.unique(object_ids.astype(np.int64))  # sorted
-    # unnest() yields the array in order, so the locks are taken in order.
+    if keys.size > lock_budget(conn):
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
+        return
+    keys = np.concatenate([[GATE_KEY], keys])
+    # unnest() yields the array in order, so the locks are taken in order:
+    # the gate (shared) first, then the objects.
     source = (
         sa.func.unnest(sa.bindparam("keys", keys.tolist(), type_=postgresql.ARRAY(sa.BigInteger)))
         .table_valued("k")
         .render_derived(name="lock_keys")
     )
-    locked = sa.func.pg_advisory_xact_lock(source.c.k).cast(sa.Text)
+    locked = sa.case(
+        (source.c.k == GATE_KEY, sa.func.pg_advisory_xact_lock_shared(source.c.k).cast(sa.Text)),
+        else_=sa.func.pg_advisory_xact_lock(source.c.k).cast(sa.Text),
+    )
     stmt = sa.select(sa.func.count(locked)).select_from(source)
     conn.execute(stmt)
 

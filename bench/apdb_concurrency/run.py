@@ -294,7 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: list[dict] = []
-    with TemporaryPostgres(settings={"max_connections": "200"}) as pg:
+    # As docs/engine.md asks of operators: room in the lock table for one
+    # advisory lock per DiaObject of every concurrent store.
+    settings = {"max_connections": "200", "max_locks_per_transaction": "1024"}
+    with TemporaryPostgres(settings=settings) as pg:
         handles = {}
         for kind in kinds:
             driver = "psycopg" if kind == "ours" else "psycopg2"

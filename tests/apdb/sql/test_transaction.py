@@ -10,7 +10,14 @@ import sqlalchemy as sa
 
 from apdb import Apdb
 from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbInputError
+from apdb.sql import transaction
 from apdb.sql.transaction import is_retryable, write_transaction
+from tests.apdb.sql.visit_plans import (
+    actual_chains,
+    assert_chains_equal,
+    expected_chains,
+    visit_frames,
+)
 
 
 def _counter_table(engine: sa.Engine) -> sa.Table:
@@ -152,6 +159,76 @@ def test_advisory_locks_serialize_writers_on_shared_objects(postgres_server, pos
         t1.join(30)
         t2.join(30)
         assert order == ["first-in", "other", "first-out", "second-in"]
+    finally:
+        db.close()
+        postgres_server.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_a_writer_over_the_lock_budget_takes_the_gate_alone(postgres_server, postgres_template):
+    # A writer of more objects than lock_budget takes only the exclusive gate:
+    # it waits for the object writers that hold the gate in shared mode, and
+    # object writers, even of disjoint objects, wait for it.
+    name = "tx_gate"
+    db = Apdb.from_url(postgres_server.create_database(name, template=postgres_template))
+    try:
+        with db.engine.connect() as conn:
+            assert transaction.lock_budget(conn) == 64 - 16  # PostgreSQL's default 64
+        transaction._budgets[db.engine] = 2
+        order = []
+        events = {k: threading.Event() for k in ("small-in", "small-go", "big-in", "big-go")}
+
+        def small(conn: sa.Connection) -> None:
+            order.append("small-in")
+            events["small-in"].set()
+            assert events["small-go"].wait(30)
+            order.append("small-out")
+
+        def big(conn: sa.Connection) -> None:
+            order.append("big-in")
+            events["big-in"].set()
+            assert events["big-go"].wait(30)
+            order.append("big-out")
+
+        def disjoint(conn: sa.Connection) -> None:
+            order.append("disjoint")
+
+        def run(work, ids):
+            return threading.Thread(
+                target=write_transaction,
+                args=(db.engine, work),
+                kwargs={"what": work.__name__, "object_ids": np.array(ids)},
+            )
+
+        threads = [run(small, [1, 2])]
+        threads[0].start()
+        assert events["small-in"].wait(30)
+        threads.append(run(big, [10, 11, 12]))
+        threads[1].start()
+        assert not events["big-in"].wait(0.5)  # waits for the shared gate holder
+        events["small-go"].set()
+        assert events["big-in"].wait(30)
+        threads.append(run(disjoint, [20]))
+        threads[2].start()
+        threads[2].join(0.5)
+        assert threads[2].is_alive()  # a disjoint object writer waits for the gate
+        events["big-go"].set()
+        for t in threads:
+            t.join(30)
+        assert order == ["small-in", "small-out", "big-in", "big-out", "disjoint"]
+
+        # Stores through the gate keep the history exact (budget 0: every store).
+        transaction._budgets[db.engine] = 0
+        ids = np.arange(1, 31, dtype=np.int64)
+        stores = [
+            threading.Thread(target=db.store, args=visit_frames(v, 1, ids)) for v in (3, 1, 2)
+        ]
+        for t in stores:
+            t.start()
+        for t in stores:
+            t.join(60)
+        plan = [(v, 1, ids.tolist()) for v in (1, 2, 3)]
+        assert_chains_equal(actual_chains(db), expected_chains(plan))
     finally:
         db.close()
         postgres_server.drop_database(name)
