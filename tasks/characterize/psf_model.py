@@ -25,6 +25,10 @@ from tasks.images.psf import Psf
 __all__ = ["PixelGridPsf", "adaptive_moments"]
 
 
+_MIN_WEIGHT = 1.0
+"""Smallest weight variance (pixels²) of `adaptive_moments`."""
+
+
 def adaptive_moments(images: np.ndarray, n_iter: int = 30) -> np.ndarray:
     """Adaptive (Gaussian-weighted) second moments of centred kernel images.
 
@@ -60,11 +64,24 @@ def adaptive_moments(images: np.ndarray, n_iter: int = 30) -> np.ndarray:
         mxx = (w * xx**2).sum(axis=(1, 2)) / norm
         myy = (w * yy**2).sum(axis=(1, 2)) / norm
         mxy = (w * xx * yy).sum(axis=(1, 2)) / norm
-        new = np.clip(2 * mxx, 0.05, None), np.clip(2 * myy, 0.05, None), 2 * mxy
+        new = np.clip(2 * mxx, _MIN_WEIGHT, None), np.clip(2 * myy, _MIN_WEIGHT, None), 2 * mxy
         converged = np.allclose(new[0], sxx, rtol=1e-7) and np.allclose(new[1], syy, rtol=1e-7)
         sxx, syy, sxy = new
         if converged:
             break
+    # at the fixed point S = 2 M; where the weight is floored (an undersampled PSF, whose
+    # pixel-centre samples would shrink a narrower weight to nothing) invert the Gaussian
+    # relation M = s S / (s + S) instead: s = M S / (S - M)
+    wxx = (w * xx**2).sum(axis=(1, 2)) / norm
+    wyy = (w * yy**2).sum(axis=(1, 2)) / norm
+    floored = (sxx <= _MIN_WEIGHT) | (syy <= _MIN_WEIGHT)
+    if floored.any():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fx = wxx * sxx / (sxx - wxx)
+            fy = wyy * syy / (syy - wyy)
+        sxx = np.where(floored, fx, sxx)
+        syy = np.where(floored, fy, syy)
+        sxy = np.where(floored, 0.0, sxy)
     return np.stack([sxx, syy, sxy], axis=1)
 
 

@@ -119,3 +119,16 @@ def test_stars_crossed_by_bad_columns_are_patched_and_used():
     model = res.psf.compute_images(x, y)
     exact = true.compute_images(x, y)[:, 5:-5, 5:-5]
     assert np.abs(model - exact).max(axis=(1, 2)).mean() < 0.01 * exact.max()
+
+
+def test_adaptive_moments_of_undersampled_psfs_stay_finite():
+    """A ZTF-like PSF (FWHM ~1.4 px): the weight is floored, the width still comes out."""
+    from tasks.characterize.psf_model import adaptive_moments
+    from tasks.images.psf import GaussianPsf
+
+    for sigma, tolerance in ((0.6, 0.05), (0.8, 0.02), (1.5, 0.01)):
+        kernel = GaussianPsf(sigma, kernel_size=25).compute_kernel_image(0.0, 0.0)
+        ixx, iyy, ixy = adaptive_moments(kernel[None])[0]
+        assert np.sqrt(ixx - 1 / 12) == pytest.approx(sigma, rel=tolerance)
+        assert np.sqrt(iyy - 1 / 12) == pytest.approx(sigma, rel=tolerance)
+        assert abs(ixy) < 1e-9
