@@ -71,10 +71,37 @@ def script_location() -> Path:
         Neither is present.
     """
     here = Path(__file__).resolve().parent
-    for candidate in (here / "migrations", here.parent / "migrations"):
-        if (candidate / "env.py").is_file() and (candidate / "versions").is_dir():
-            return candidate
-    raise MigrationError(f"no alembic environment in {here / 'migrations'} or {here.parent}")
+    packaged = here / "migrations"
+    if (packaged / "env.py").is_file() and (packaged / "versions").is_dir():
+        _alias_packaged_helpers(packaged)
+        return packaged
+    repository = here.parent / "migrations"
+    if (repository / "env.py").is_file() and (repository / "versions").is_dir():
+        return repository
+    raise MigrationError(f"no alembic environment in {packaged} or {repository}")
+
+
+def _alias_packaged_helpers(folder: Path) -> None:
+    """Let ``from migrations import online`` find the packaged helpers.
+
+    ``env.py`` and the revisions are loaded by alembic from their paths, but
+    they import the environment's helper modules (``online.py``, ...) as
+    ``migrations.<name>``, the name they have in a source checkout.  In an
+    installed wheel those modules are ``apdb.migrations.<name>``: register
+    them under both names (the same module objects), unless a ``migrations``
+    module is already loaded.
+    """
+    import importlib
+    import sys
+
+    if "migrations" in sys.modules:
+        return
+    sys.modules["migrations"] = importlib.import_module("apdb.migrations")
+    for path in sorted(folder.glob("*.py")):
+        if path.stem in ("__init__", "env"):  # env.py runs alembic when executed
+            continue
+        module = importlib.import_module(f"apdb.migrations.{path.stem}")
+        sys.modules.setdefault(f"migrations.{path.stem}", module)
 
 
 def alembic_config(

@@ -72,6 +72,9 @@ def test_alembic_migrates_from_the_installed_wheel(wheel, tmp_path):
         assert apdb.__file__.startswith({str(site)!r}), apdb.__file__
         location = migrate.script_location()
         assert str(location) == {str(site / "apdb" / "migrations")!r}, location
+        # revisions import the environment's helpers as `migrations.<name>`
+        import apdb.migrations.online, migrations.online
+        assert migrations.online is apdb.migrations.online
         from apdb import Apdb
         with Apdb.create("sqlite:///{tmp_path / "wheel.sqlite3"}") as db:
             print(migrate.head_revision(), db.schema_version(), len(migrate.history()))
