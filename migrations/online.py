@@ -123,16 +123,27 @@ def _timeout_literal() -> str:
     return f"{int(_settings.lock_timeout_ms)}ms"
 
 
-def with_lock_timeout(step: Callable[[], None], what: str = "migration step") -> None:
+def with_lock_timeout(
+    step: Callable[[], None], what: str = "migration step", own_transaction: bool = True
+) -> None:
     """Run ``step`` (alembic operations) with a bounded lock wait, retrying on timeout.
 
     Parameters
     ----------
     step : callable
-        Issues the DDL, e.g. ``lambda: op.add_column(...)``.  It must be
-        safe to repeat after a rollback to the savepoint taken before it.
+        Issues the DDL, e.g. ``lambda: op.add_column(...)``: one statement,
+        safe to repeat (``IF NOT EXISTS``) when ``own_transaction``.
     what : `str`
         Description for the error raised when every retry timed out.
+    own_transaction : `bool`
+        On PostgreSQL with alembic owning the transactions, commit what the
+        revision did so far and run the step in a transaction of its own
+        (autocommit), so its lock is released as soon as it is done.  A
+        revision that takes ACCESS EXCLUSIVE on two tables in one
+        transaction can never get the second while writers hold it and wait
+        for the first (a store writes DiaSource, then DiaObject).  Pass
+        False for steps that must commit together with the next ones
+        (`views_dropped`): then the step runs under a savepoint.
 
     Raises
     ------
@@ -144,7 +155,15 @@ def with_lock_timeout(step: Callable[[], None], what: str = "migration step") ->
         return
     if _offline():
         # The script sets lock_timeout for its session once, at the top (env.py).
-        step()
+        if own_transaction and _autocommit() and not _in_autocommit:
+            with _autocommit_block():
+                step()
+        else:
+            step()
+        return
+    if own_transaction and _autocommit() and not _in_autocommit:
+        with _autocommit_block(), _session_lock_timeout(op.get_bind()):
+            _retry(op.get_bind(), step, what, savepoint=False)
         return
     conn = op.get_bind()
     if _in_autocommit:
@@ -511,7 +530,11 @@ def views_dropped(tables: Sequence[str]) -> Iterator[None]:
             if any(f'"{t}"' in body or f" {t} " in body for t in tables):
                 views.append((name, body, []))
     for name, _, _ in reversed(views):
-        with_lock_timeout(lambda n=name: op.execute(f'DROP VIEW "{n}"'), f"drop view {name}")
+        with_lock_timeout(
+            lambda n=name: op.execute(f'DROP VIEW "{n}"'),
+            f"drop view {name}",
+            own_transaction=False,
+        )
     yield
     for name, body, grants in views:
         op.execute(body)

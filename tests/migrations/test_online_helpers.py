@@ -55,7 +55,9 @@ def test_step_waits_in_short_slices_until_the_writer_commits(postgres_url, setti
     ready.wait(10)
     start = time.time()
     with engine.connect() as conn:
-        with conn.begin(), Operations.context(MigrationContext.configure(conn)):
+        ctx = MigrationContext.configure(conn)
+        conn.commit()  # as in env.py: alembic owns the transactions
+        with Operations.context(ctx):
             online.add_column_online("t", sa.Column("x", sa.Integer(), nullable=True))
         elapsed = time.time() - start
         assert "x" in _column_names(conn)
@@ -77,11 +79,9 @@ def test_step_gives_up_after_its_retries_and_changes_nothing(postgres_url, setti
     holder.start()
     ready.wait(10)
     with engine.connect() as conn:
-        with (
-            pytest.raises(sa.exc.OperationalError) as info,
-            conn.begin(),
-            Operations.context(MigrationContext.configure(conn)),
-        ):
+        ctx = MigrationContext.configure(conn)
+        conn.commit()
+        with pytest.raises(sa.exc.OperationalError) as info, Operations.context(ctx):
             online.add_column_online("t", sa.Column("x", sa.Integer()))
         assert "no lock after 3 tries" in "".join(getattr(info.value, "__notes__", []))
         assert "x" not in _column_names(conn)
@@ -175,6 +175,7 @@ def test_set_not_null_online_refuses_nulls_then_sets_it_and_drops_its_check(post
 
 @pytest.mark.postgres
 def test_fill_on_insert_fills_only_missing_values(postgres_url, settings):
+    online.configure(online=False)  # inside this test's transaction
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         _make_table(conn, 0)
@@ -190,3 +191,27 @@ def test_fill_on_insert_fills_only_missing_values(postgres_url, settings):
     engine.dispose()
     assert rows == [(1, 30), (2, 40), (3, -1)]
     assert after is None
+
+
+@pytest.mark.postgres
+def test_in_a_callers_transaction_a_timed_out_step_rolls_back_to_its_savepoint(
+    postgres_url, settings
+):
+    online.configure(retries=1, online=False)
+    engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        _make_table(conn, 10)
+    ready = threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(postgres_url, "t", 2.0, ready))
+    holder.start()
+    ready.wait(10)
+    with engine.connect() as conn:
+        with conn.begin(), Operations.context(MigrationContext.configure(conn)):
+            with pytest.raises(sa.exc.OperationalError):
+                online.add_column_online("t", sa.Column("x", sa.Integer()))
+            # The transaction is still usable after the rolled-back step.
+            conn.execute(sa.text("CREATE TABLE u (id INTEGER)"))
+        assert "x" not in _column_names(conn)
+        assert sa.inspect(conn).has_table("u")
+    holder.join()
+    engine.dispose()
