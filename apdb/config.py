@@ -11,12 +11,19 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from apdb.errors import ApdbConfigError
 from apdb.schema import BANDS
 
-__all__ = ["ApdbConfig", "ConnectionConfig", "SkyIndexConfig"]
+__all__ = ["ApdbConfig", "CitusConfig", "ConnectionConfig", "SkyIndexConfig"]
 
 DEFAULT_URL = "sqlite:///apdb.sqlite3"
 
@@ -32,6 +39,14 @@ class SkyIndexConfig(BaseModel):
         le=29,
         description="HEALPix NESTED order of the stored pixelId column (29 as in HATS/LSDB). "
         "Shapes the schema: frozen in the database at creation.",
+    )
+    partition_order: int = Field(
+        6,
+        ge=0,
+        le=12,
+        description="HEALPix order of the partitionId column: the coarse pixel of a DiaObject's "
+        "position when it was created, carried by its sources and forced sources (Citus "
+        "distributes rows on it; order 6 pixels are about 0.9 deg). Frozen at creation.",
     )
     max_ranges: int = Field(
         64,
@@ -66,6 +81,20 @@ class ConnectionConfig(BaseModel):
     )
 
 
+class CitusConfig(BaseModel):
+    """Settings of the Citus backend (``backend: citus``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shard_count: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Shards of each distributed table (DiaObject, DiaSource, DiaForcedSource, "
+        "SSSource, co-located on partitionId). Frozen at creation.",
+    )
+
+
 class ApdbConfig(BaseModel):
     """Configuration of an APDB.
 
@@ -82,6 +111,16 @@ class ApdbConfig(BaseModel):
         DEFAULT_URL,
         description="SQLAlchemy URL: 'sqlite:///path', 'sqlite://' (memory) or "
         "'postgresql+psycopg://user@host:port/db'.",
+    )
+    backend: Literal["sql", "citus"] | None = Field(
+        None,
+        description="'sql': tables on one server (SQLite or PostgreSQL); 'citus': a Citus "
+        "cluster (PostgreSQL URL of the coordinator; the big tables are distributed on "
+        "partitionId, the small ones are reference tables). Frozen at creation; null (the "
+        "default) creates 'sql' and opens whatever the database holds.",
+    )
+    citus: CitusConfig = Field(
+        default_factory=CitusConfig, description="Citus settings (used when backend is 'citus')."
     )
     sky: SkyIndexConfig = Field(
         default_factory=SkyIndexConfig, description="HEALPix sky index settings."
@@ -153,6 +192,36 @@ class ApdbConfig(BaseModel):
             raise ApdbConfigError(f"cannot read config {path}: {exc}") from exc
         return cls.from_yaml(text)
 
+    @model_validator(mode="after")
+    def _check_partition_order(self) -> ApdbConfig:
+        if self.sky.partition_order > self.sky.index_order:
+            raise ValueError(
+                f"sky.partition_order ({self.sky.partition_order}) cannot be finer than "
+                f"sky.index_order ({self.sky.index_order})"
+            )
+        if self.backend == "citus" and not self.db_url.startswith("postgresql"):
+            raise ValueError(
+                f"backend 'citus' needs the PostgreSQL URL of the Citus coordinator, "
+                f"not {self.db_url!r}"
+            )
+        return self
+
     def frozen_settings(self) -> dict[str, str]:
-        """Return the settings that shape the schema, as stored in the ``metadata`` table."""
-        return {"config:sky.index_order": str(self.sky.index_order)}
+        """Return the settings that shape the schema, as stored in the ``metadata`` table.
+
+        ``config:backend`` (and the Citus shard count) only when ``backend``
+        is set: a config without it opens an APDB of either kind.
+        """
+        out = {
+            "config:sky.index_order": str(self.sky.index_order),
+            "config:sky.partition_order": str(self.sky.partition_order),
+        }
+        if self.backend is not None:
+            out["config:backend"] = self.backend
+        if self.backend == "citus":
+            out["config:citus.shard_count"] = str(self.citus.shard_count)
+        return out
+
+    def creation_settings(self) -> dict[str, str]:
+        """Return the frozen settings written when an APDB is created (backend defaulted)."""
+        return {"config:backend": self.backend or "sql", **self.frozen_settings()}

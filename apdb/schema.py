@@ -16,6 +16,12 @@ against the installed ``lsst-sdm-schemas`` by the tests).  Additions of ours:
 - ``ApdbVisitDetector``: one row per stored (visit, detector); its primary key
   is what refuses a visit stored twice, even by concurrent processes.
 - ``metadata``: Rubin's name/value table (schema version, frozen config).
+- ``partitionId`` (INTEGER, NOT NULL) on `DiaObject`, `DiaSource`,
+  `DiaForcedSource` and `SSSource`: the HEALPix pixel at the coarse
+  ``sky.partition_order`` of the object's position when it was created,
+  copied to its sources (sources without an object use their own position);
+  computed on write (`apdb.sql.citus`).  On a Citus APDB these tables are
+  distributed on it, co-located, and their keys start with it.
 - ``DiaObject_To_Object_Match``: Rubin's columns and ``objectId`` index; a
   primary key on (``diaObjectId``, ``objectId``) where Rubin has only an
   index on ``diaObjectId`` (a pair is stored once; logical replication needs
@@ -38,6 +44,7 @@ from apdb._rubin_columns import RUBIN_COLUMNS, RUBIN_SCHEMA_VERSION
 __all__ = [
     "BANDS",
     "NAMING_CONVENTION",
+    "PARTITIONED_TABLES",
     "RUBIN_SCHEMA_VERSION",
     "ColumnInfo",
     "ApdbTables",
@@ -118,10 +125,16 @@ _STORE_DEFAULTS: dict[str, dict[str, object]] = {
 
 # Columns the store computes itself (input values are ignored).
 COMPUTED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "DiaObject": ("pixelId", "validityStartMjdTai", "validityEndMjdTai"),
-    "DiaSource": ("pixelId",),
-    "DiaForcedSource": ("pixelId",),
+    "DiaObject": ("pixelId", "validityStartMjdTai", "validityEndMjdTai", "partitionId"),
+    "DiaSource": ("pixelId", "partitionId"),
+    "DiaForcedSource": ("pixelId", "partitionId"),
+    "SSSource": ("partitionId",),
 }
+
+# Tables with a ``partitionId`` column (revision 0004): the coarse HEALPix
+# pixel (``sky.partition_order``) of the DiaObject's position when it was
+# created, carried by its sources; Citus distributes these tables on it.
+PARTITIONED_TABLES: tuple[str, ...] = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
 
 
 @dataclass(frozen=True)
@@ -182,6 +195,8 @@ def _columns_of(table: str) -> list[ColumnInfo]:
     cols = [ColumnInfo(n, t, nl, ln) for n, t, nl, ln in RUBIN_COLUMNS.get(table, [])]
     if table in ("DiaObject", "DiaSource", "DiaForcedSource"):
         cols.append(ColumnInfo("pixelId", "long", False))
+    if table in PARTITIONED_TABLES:
+        cols.append(ColumnInfo("partitionId", "int", False))
     if table == "ApdbVisitDetector":
         cols = [
             ColumnInfo("visit", "long", False),
@@ -243,23 +258,28 @@ def _table(md: sa.MetaData, name: str, *extra: sa.SchemaItem) -> sa.Table:
     return sa.Table(name, md, *cols, *extra)
 
 
-def make_metadata(schema: str | None = None) -> sa.MetaData:
+def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData:
     """Build the APDB `MetaData`.
 
     Parameters
     ----------
     schema : `str`, optional
         Database schema (namespace) of the tables; `None` for the default.
+    citus : `bool`, optional
+        The keys of a Citus APDB (revision 0004): primary and unique keys of
+        the distributed tables start with ``partitionId``, as Citus requires.
     """
     md = sa.MetaData(naming_convention=NAMING_CONVENTION, schema=schema)
+    lead = ("partitionId",) if citus else ()
     latest = sa.column("validityEndMjdTai").is_(None)
     has_sso = sa.column("ssObjectId").is_not(None)
     _table(
         md,
         "DiaObject",
-        sa.PrimaryKeyConstraint("diaObjectId", "validityStartMjdTai"),
+        sa.PrimaryKeyConstraint(*lead, "diaObjectId", "validityStartMjdTai"),
         sa.Index(
             "IDX_DiaObject_last_diaObjectId",
+            *lead,
             "diaObjectId",
             unique=True,
             postgresql_where=latest,
@@ -281,7 +301,7 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
     _table(
         md,
         "DiaSource",
-        sa.PrimaryKeyConstraint("diaSourceId"),
+        sa.PrimaryKeyConstraint(*lead, "diaSourceId"),
         sa.Index("IDX_DiaSource_visitDetector", "visit", "detector"),
         sa.Index("IDX_DiaSource_diaObjectId", "diaObjectId"),
         sa.Index(
@@ -295,8 +315,10 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
     _table(
         md,
         "DiaForcedSource",
-        sa.PrimaryKeyConstraint("diaObjectId", "visit", "detector"),
-        sa.UniqueConstraint("diaForcedSourceId"),
+        sa.PrimaryKeyConstraint(*lead, "diaObjectId", "visit", "detector"),
+        sa.UniqueConstraint(
+            *lead, "diaForcedSourceId", name="UQ_DiaForcedSource_diaForcedSourceId"
+        ),
         sa.Index("IDX_DiaForcedSource_visitDetector", "visit", "detector"),
         sa.Index("IDX_DiaForcedSource_pixelId", "pixelId"),
     )
@@ -309,7 +331,7 @@ def make_metadata(schema: str | None = None) -> sa.MetaData:
     _table(
         md,
         "SSSource",
-        sa.PrimaryKeyConstraint("diaSourceId"),
+        sa.PrimaryKeyConstraint(*lead, "diaSourceId"),
         sa.Index("IDX_SSSource_ssObjectId", "ssObjectId"),
         sa.Index("IDX_SSSource_designation", "designation"),
     )

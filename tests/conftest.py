@@ -3,14 +3,17 @@
 Fixtures for everyone:
 
 - ``apdb_url``: URL of a fresh, empty APDB at the head revision; parametrised
-  over ``sqlite`` (a file in ``tmp_path``) and ``postgres`` (a clone of a
-  template database), so a test using it runs on both backends.
+  over ``sqlite`` (a file in ``tmp_path``), ``postgres`` (a clone of a
+  template database) and ``citus`` (a clone, on the coordinator and both
+  workers at once, of a template Citus APDB with 8 shards per distributed
+  table), so a test using it runs on every backend.
 - ``apdb``: an opened `apdb.Apdb` on ``apdb_url`` (closed afterwards).
 - ``postgres_url``: URL of a fresh, *empty* PostgreSQL database (no schema).
 - ``postgres_server``: the session's `apdb.testing.TemporaryPostgres`.
 
-Without PostgreSQL binaries the Postgres cases skip, except when the
-environment variable ``CI`` is set: then they fail.
+Without PostgreSQL binaries (or Citus: ``.ci/build-citus``) the Postgres
+(Citus) cases skip, except when the environment variable ``CI`` is set: then
+they fail.  ``-m "not citus"`` leaves the Citus cases out.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from apdb import Apdb
+from apdb import Apdb, ApdbConfig
+from apdb.config import CitusConfig
 from apdb.testing import TemporaryPostgres, find_postgres_bin
 from apdb.testing.citus import TemporaryCitus, citus_available
 
 _TEMPLATE_DB = "apdb_template"
+_CITUS_TEMPLATE_DB = "apdb_citus_template"
 _counter = itertools.count()
 
 
@@ -83,9 +88,33 @@ def postgres_url(postgres_server: TemporaryPostgres) -> Iterator[str]:
     postgres_server.drop_database(name)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(scope="session")
+def citus_template(citus_cluster: TemporaryCitus) -> str:
+    """Name of a template database (on every node) holding an empty Citus APDB at head."""
+    url = citus_cluster.create_database(_CITUS_TEMPLATE_DB)
+    config = ApdbConfig(db_url=url, backend="citus", citus=CitusConfig(shard_count=8))
+    Apdb.create(config).close()
+    citus_cluster.make_template(_CITUS_TEMPLATE_DB)
+    return _CITUS_TEMPLATE_DB
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus]),
+    ]
+)
 def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """URL of a fresh, empty APDB at head, on SQLite and on PostgreSQL."""
+    """URL of a fresh, empty APDB at head, on SQLite, PostgreSQL and Citus."""
+    if request.param == "citus":
+        cluster: TemporaryCitus = request.getfixturevalue("citus_cluster")
+        template = request.getfixturevalue("citus_template")
+        name = _unique_name("citus")
+        url = cluster.create_database(name, template=template)
+        yield url
+        cluster.drop_database(name, wait=False)
+        return
     if request.param == "sqlite":
         path = tmp_path / "apdb.sqlite3"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)

@@ -16,13 +16,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--exist-ok", action="store_true", help="open an existing APDB instead of failing"
     )
     parser.add_argument("--write-config", metavar="FILE", help="save the config as YAML")
+    parser.add_argument(
+        "--backend",
+        choices=("sql", "citus"),
+        help="'citus': distribute the big tables on a Citus cluster (URL of the coordinator; "
+        "the citus extension must be in the database on every node); default: the config's, "
+        "else 'sql'",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     """Create the schema and report it."""
-    from apdb import Apdb
+    from pydantic import ValidationError
+
+    from apdb import Apdb, ApdbConfig
+    from apdb.errors import ApdbConfigError
 
     config = config_from_args(args)
+    if args.backend:
+        try:
+            config = ApdbConfig.model_validate({**config.model_dump(), "backend": args.backend})
+        except ValidationError as exc:
+            reasons = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise ApdbConfigError(f"invalid APDB config: {reasons}") from exc
     with Apdb.create(config, exist_ok=args.exist_ok) as db:
         print(f"APDB ready at {config.db_url} (schema revision {db.schema_version()})")
         for table, count in db.row_counts().items():

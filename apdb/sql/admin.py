@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from apdb import migrate
 from apdb.config import ApdbConfig
 from apdb.errors import (
+    ApdbConfigError,
     ApdbConfigMismatchError,
     ApdbDatabaseError,
     ApdbError,
@@ -16,6 +17,7 @@ from apdb.errors import (
     ApdbSchemaVersionError,
 )
 from apdb.schema import RUBIN_SCHEMA_VERSION, ApdbTables
+from apdb.sql import citus
 
 __all__ = ["check_database", "create_schema", "has_apdb", "read_metadata", "row_counts"]
 
@@ -38,19 +40,43 @@ def create_schema(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> Non
         with engine.begin() as conn:
             if has_apdb(conn):
                 raise ApdbError(f"{engine.url.render_as_string()} already holds an APDB")
-            # Through the migrations, so that every database is a migrated one.
-            migrate.upgrade(conn, "head")
+            if config.backend == "citus":
+                check_citus(conn)
+            # Through the migrations, so that every database is a migrated one.  The
+            # frozen settings are recorded right after the first revision (which
+            # creates the metadata table): later ones read them (0004: partition
+            # order, Citus distribution).
+            migrate.upgrade(conn, "0001")
             rows = {
                 "version:rubin_schema": RUBIN_SCHEMA_VERSION,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(),
-                **config.frozen_settings(),
+                **config.creation_settings(),
             }
             conn.execute(
                 sa.insert(md.tables[ApdbTables.metadata.value]),
                 [{"name": k, "value": v} for k, v in rows.items()],
             )
+            migrate.upgrade(conn, "head")
     except sa.exc.SQLAlchemyError as exc:
         raise ApdbDatabaseError(f"cannot create the APDB: {exc}") from exc
+
+
+def check_citus(conn: sa.Connection) -> None:
+    """Refuse to create a Citus APDB in a database without the citus extension.
+
+    Raises
+    ------
+    ApdbConfigError
+        Not PostgreSQL, or no ``citus`` extension in the database.
+    """
+    if conn.dialect.name != "postgresql":
+        raise ApdbConfigError("backend 'citus' needs a PostgreSQL URL (the Citus coordinator)")
+    if not citus.has_citus(conn):
+        raise ApdbConfigError(
+            f"backend 'citus': the database {conn.engine.url.database!r} has no citus "
+            f"extension; run CREATE EXTENSION citus in it on every node and register the "
+            f"workers (citus_add_node) first"
+        )
 
 
 def read_metadata(conn: sa.Connection, md: sa.MetaData) -> dict[str, str]:
@@ -59,8 +85,13 @@ def read_metadata(conn: sa.Connection, md: sa.MetaData) -> dict[str, str]:
     return {r.name: r.value for r in conn.execute(sa.select(table.c.name, table.c.value))}
 
 
-def check_database(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> None:
+def check_database(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> dict[str, str]:
     """Refuse a database that is missing, at another revision, or configured otherwise.
+
+    Returns
+    -------
+    metadata : `dict` [`str`, `str`]
+        The ``metadata`` table (frozen settings such as ``config:backend``).
 
     Raises
     ------
@@ -85,6 +116,7 @@ def check_database(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> No
     }
     if diff:
         raise ApdbConfigMismatchError(diff)
+    return stored
 
 
 def row_counts(conn: sa.Connection, md: sa.MetaData) -> dict[str, int]:

@@ -22,7 +22,7 @@ from apdb.errors import (
 from apdb.frames import Batch, prepare
 from apdb.schema import ApdbTables
 from apdb.sky import Region
-from apdb.sql import admin, analysis
+from apdb.sql import admin, analysis, citus
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
 from apdb.sql.transaction import lock_objects, write_transaction
@@ -48,12 +48,25 @@ class ApdbSql(Apdb):
         self._config = config
         self._engine = make_engine(config)
         self._md = schema.make_metadata()
+        self._use_settings({})
         if _check:
             try:
-                admin.check_database(self._engine, self._md, config)
+                self._use_settings(admin.check_database(self._engine, self._md, config))
             except BaseException:
                 self._engine.dispose()
                 raise
+
+    def _use_settings(self, stored: dict[str, str]) -> None:
+        """Take the partition order and the backend from the database's frozen settings."""
+        order = stored.get("config:sky.partition_order")
+        self._partition_order = self._config.sky.partition_order if order is None else int(order)
+        backend = stored.get("config:backend", self._config.backend or "sql")
+        self._citus = backend == "citus"
+
+    @property
+    def is_citus(self) -> bool:
+        """Whether the APDB is distributed on a Citus cluster (``config:backend``)."""
+        return self._citus
 
     @classmethod
     def create_database(cls, config: ApdbConfig, *, exist_ok: bool = False) -> ApdbSql:
@@ -64,7 +77,7 @@ class ApdbSql(Apdb):
                 exists = admin.has_apdb(conn)
             if not (exists and exist_ok):
                 admin.create_schema(apdb._engine, apdb._md, config)
-            admin.check_database(apdb._engine, apdb._md, config)
+            apdb._use_settings(admin.check_database(apdb._engine, apdb._md, config))
         except sa.exc.OperationalError as exc:
             # e.g. an SQLite file in a missing directory, or a server that is down
             apdb.close()
@@ -105,10 +118,18 @@ class ApdbSql(Apdb):
         """Return the latest version of every DiaObject inside ``region``."""
         table = self._table(ApdbTables.DiaObject)
         where = sa.and_(
-            table.c.validityEndMjdTai.is_(None), region_filter(table, self._ranges(region))
+            table.c.validityEndMjdTai.is_(None), self._region_filter(table, region)
         )
         with self._connect() as conn:
             return read_frame(conn, table, where, region)
+
+    def _region_filter(self, table: sa.Table, region: Region) -> sa.ColumnElement[bool]:
+        """``pixelId`` ranges of the region; on Citus also its partitions (shard pruning)."""
+        where = region_filter(table, self._ranges(region))
+        if self._citus:
+            parts = citus.region_partitions(region, self._partition_order)
+            where = sa.and_(citus.partition_filter(table.c.partitionId, parts), where)
+        return where
 
     def _history(
         self,
@@ -135,7 +156,7 @@ class ApdbSql(Apdb):
             else:
                 clauses.append(id_filter(table.c.diaObjectId, ids, self._engine.dialect.name))
         if region is not None:
-            clauses.append(region_filter(table, self._ranges(region)))
+            clauses.append(self._region_filter(table, region))
         with self._connect() as conn:
             return read_frame(conn, table, sa.and_(*clauses), region)
 
@@ -290,6 +311,18 @@ class ApdbSql(Apdb):
         ]
 
         def work(conn: sa.Connection) -> None:
+            # The partition of a committed object never changes: no lock needed.
+            citus.assign_partitions(
+                conn,
+                {t: self._table(ApdbTables(t)) for t in ("DiaObject", "DiaSource")},
+                objects,
+                sources,
+                forced,
+                ss,
+                index_order=self._config.sky.index_order,
+                partition_order=self._partition_order,
+                citus=self._citus,
+            )
             for step, batch in steps:
                 try:
                     insert_batch(conn, self._table(step), batch)

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbError
+from apdb.sql.citus import effective_sqlstate
 from apdb.sql.engine import WRITE
 
 __all__ = ["GATE_KEY", "is_retryable", "lock_budget", "lock_objects", "write_transaction"]
@@ -66,7 +67,7 @@ _BACKOFF_MAX = 1.0
 def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` (a SQLAlchemy/driver error) comes from a concurrent writer."""
     orig = getattr(exc, "orig", None) or exc.__cause__ or exc
-    state = getattr(orig, "sqlstate", None)
+    state = effective_sqlstate(orig)  # Citus re-raises worker errors as XX000
     if state is not None:
         return state in _PG_RETRY
     name = getattr(orig, "sqlite_errorname", None)

@@ -34,6 +34,7 @@ from psycopg import sql as pgsql
 
 from apdb import schema
 from apdb.frames import Batch
+from apdb.sql.citus import effective_sqlstate
 from apdb.sql.pgcopy import PG_TYPES, encode_rows, make_field
 from apdb.sql.reads import id_filter
 
@@ -150,6 +151,8 @@ def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None
     except psycopg.errors.IntegrityError as exc:
         raise sa.exc.IntegrityError(str(query.as_string(raw)), None, exc) from exc
     except psycopg.Error as exc:
+        if effective_sqlstate(exc) == "23505":  # a Citus worker's unique violation
+            raise sa.exc.IntegrityError(str(query.as_string(raw)), None, exc) from exc
         raise sa.exc.DBAPIError(str(query.as_string(raw)), None, exc) from exc
 
 

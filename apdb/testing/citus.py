@@ -26,6 +26,8 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -33,7 +35,7 @@ from psycopg import sql
 
 from apdb.errors import PostgresUnavailableError
 from apdb.sql import server
-from apdb.testing.postgres import TemporaryPostgres, find_postgres_bin
+from apdb.testing.postgres import TemporaryPostgres, _check_name, find_postgres_bin
 
 __all__ = ["CitusUnavailableError", "TemporaryCitus", "citus_available"]
 
@@ -47,6 +49,28 @@ _CITUS_SETTINGS: dict[str, str] = {
     # Tests create many small databases: keep each node quiet.
     "citus.log_distributed_deadlock_detection": "off",
 }
+
+
+def _terminate(conn: psycopg.Connection, dbname: str) -> None:
+    """End every session on ``dbname`` (Citus's maintenance daemon included)."""
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (dbname,),
+    )
+
+
+def _retry_in_use(conn: psycopg.Connection, query: sql.Composable, busy: str) -> None:
+    """Run CREATE/DROP DATABASE, ending sessions on ``busy`` while it is in use."""
+    for attempt in range(100):
+        _terminate(conn, busy)
+        try:
+            conn.execute(query)
+            return
+        except psycopg.errors.ObjectInUse:
+            if attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 class CitusUnavailableError(PostgresUnavailableError):
@@ -114,6 +138,8 @@ class TemporaryCitus:
             for _ in range(workers)
         ]
         self._databases: list[str] = []
+        self._dropper: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     @property
     def nodes(self) -> list[TemporaryPostgres]:
@@ -137,6 +163,13 @@ class TemporaryCitus:
 
     def stop(self) -> None:
         """Stop every node and delete its directory (idempotent)."""
+        if self._dropper is not None:
+            for future in self._pending:
+                with contextlib.suppress(Exception):
+                    future.result(timeout=60)
+            self._dropper.shutdown(wait=True)
+            self._dropper = None
+            self._pending = []
         for node in self.nodes:
             node.stop()
 
@@ -145,6 +178,27 @@ class TemporaryCitus:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    # -- faults --------------------------------------------------------------------
+    def stop_worker(self, index: int, mode: str = "immediate") -> None:
+        """Stop one worker's server (a crash with ``immediate``), keeping its data.
+
+        Parameters
+        ----------
+        index : `int`
+            Worker number (0-based).
+        mode : `str`, optional
+            ``pg_ctl stop`` mode: ``immediate`` (no shutdown checkpoint, like a
+            crash), ``fast`` or ``smart``.
+        """
+        node = self.workers[index]
+        node._run("pg_ctl", "stop", "-m", mode, "-w", "-t", "60", "-D", str(node.data_dir))
+
+    def start_worker(self, index: int) -> None:
+        """Start a worker stopped by `stop_worker` again, on the same port."""
+        node = self.workers[index]
+        node._requested_port = node.port
+        node._start_server()
 
     # -- databases ---------------------------------------------------------------
     def url(self, dbname: str = "postgres") -> str:
@@ -155,19 +209,26 @@ class TemporaryCitus:
         """Libpq connection string of a database on the coordinator."""
         return self.coordinator.dsn(dbname)
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, template: str | None = None) -> str:
         """Create a Citus database: on every node, with the workers registered.
 
         Parameters
         ----------
         name : `str`
             Database name (letters, digits, underscores).
+        template : `str`, optional
+            A database made with `make_template`: copied on every node at
+            once (``STRATEGY FILE_COPY``).  The copy is a working cluster
+            database: the coordinator's metadata names the workers by host
+            and port, and each worker's copy holds the same shards.
 
         Returns
         -------
         url : `str`
             SQLAlchemy URL of the database on the coordinator.
         """
+        if template is not None:
+            return self._clone(name, template)
         created: list[TemporaryPostgres] = []
         try:
             for node in self.nodes:
@@ -187,11 +248,67 @@ class TemporaryCitus:
         self._databases.append(name)
         return self.url(name)
 
-    def drop_database(self, name: str) -> None:
-        """Drop a database on every node (if it exists), closing its connections."""
+    def make_template(self, name: str) -> None:
+        """Make a Citus database a template: no connections allowed, on every node.
+
+        Citus's maintenance daemon keeps a connection to each of its
+        databases; it is terminated here and before each copy.
+        """
         for node in self.nodes:
+            with node._admin() as conn:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
+                        sql.Identifier(_check_name(name))
+                    )
+                )
+                _terminate(conn, name)
+
+    def _clone(self, name: str, template: str) -> str:
+        query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(_check_name(name)), sql.Identifier(_check_name(template))
+        )
+
+        def copy(node: TemporaryPostgres) -> None:
+            with node._admin() as conn:
+                _retry_in_use(conn, query, template)
+
+        try:
+            with ThreadPoolExecutor(len(self.nodes)) as pool:
+                list(pool.map(copy, self.nodes))
+        except BaseException:
+            self.drop_database(name)
+            raise
+        self._databases.append(name)
+        return self.url(name)
+
+    def drop_database(self, name: str, wait: bool = True) -> None:
+        """Drop a database on every node (if it exists), closing its connections.
+
+        Parameters
+        ----------
+        name : `str`
+            Database name.
+        wait : `bool`, optional
+            If false, the drop runs in a background thread (tests drop their
+            database this way: a drop can wait seconds for a checkpoint);
+            `stop` waits for pending drops.
+        """
+        if not wait:
+            if self._dropper is None:
+                self._dropper = ThreadPoolExecutor(1, thread_name_prefix="citus-drop")
+            self._pending.append(self._dropper.submit(self.drop_database, name))
+            return
+        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(_check_name(name))
+        )
+
+        def drop(node: TemporaryPostgres) -> None:
             if node.running:
-                node.drop_database(name)
+                with node._admin() as conn:
+                    _retry_in_use(conn, query, name)
+
+        with ThreadPoolExecutor(len(self.nodes)) as pool:
+            list(pool.map(drop, self.nodes))
         if name in self._databases:
             self._databases.remove(name)
 

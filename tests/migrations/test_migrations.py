@@ -11,14 +11,18 @@ from astropy.time import Time
 
 from apdb import Apdb, migrate
 from apdb.errors import ApdbNotFoundError, ApdbSchemaVersionError
-from apdb.schema import metadata
+from apdb.schema import make_metadata, metadata
 from apdb.sky import Cone
 from apdb.testing.catalogs import make_dia_objects, make_dia_sources, random_positions
 
 
 def _diff(conn: sa.Connection) -> list:
     ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-    return compare_metadata(ctx, metadata)
+    # A Citus APDB's keys start with its distribution column (revision 0004).
+    citus = conn.dialect.name == "postgresql" and conn.exec_driver_sql(
+        "SELECT 1 FROM pg_extension WHERE extname = 'citus'"
+    ).scalar()
+    return compare_metadata(ctx, make_metadata(citus=True) if citus else metadata)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
