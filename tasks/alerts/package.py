@@ -15,7 +15,9 @@ into one Avro container file per visit/detector under
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,9 +41,9 @@ from tasks.alerts.history import prepare_inputs
 from tasks.alerts.io import AlertFileWriter, AlertValidationError, alert_file_name, validate_alert
 from tasks.alerts.records import frame_to_records
 from tasks.alerts.schema import AlertSchema, load_alert_schema
-from tasks.core.base import Struct, Task, TaskConfig, TaskError
+from tasks.core.base import Result, Task, TaskConfig, TaskError
 
-__all__ = ["PackageAlertsConfig", "PackageAlertsTask"]
+__all__ = ["PackageAlertsConfig", "PackageAlertsResult", "PackageAlertsTask"]
 
 _CUTOUT_FIELDS = (
     ("difference", "cutoutDifference"),
@@ -84,6 +86,32 @@ class PackageAlertsConfig(TaskConfig):
     avroCodec: Literal["null", "deflate"] = Field("null", description="Avro file block codec.")
     kafkaBatchSize: int = Field(1000, ge=1, description="Messages queued between delivery polls.")
     kafkaFlushTimeout: float = Field(30.0, gt=0, description="Seconds to wait for deliveries.")
+
+
+@dataclass
+class PackageAlertsResult(Result):
+    """What `PackageAlertsTask.run` wrote for one visit/detector.
+
+    Attributes
+    ----------
+    alertFile : `pathlib.Path` or `None`
+        The Avro alert file (`None` when no file was written).
+    nAlerts : `int`
+        Alerts packaged.
+    cutoutsMissing : `dict` [`str`, `int`]
+        Cutout kind (``difference``, ``science``, ``template``) → alerts
+        without that cutout.
+    nDelivered : `int`
+        Alerts delivered to Kafka (0 when not producing).
+    failedAlertFile : `pathlib.Path` or `None`
+        Alerts Kafka did not take, written aside for a later retry.
+    """
+
+    alertFile: Path | None
+    nAlerts: int
+    cutoutsMissing: dict[str, int] = dataclasses.field(default_factory=dict)
+    nDelivered: int = 0
+    failedAlertFile: Path | None = None
 
 
 class PackageAlertsTask(Task):
@@ -257,7 +285,7 @@ class PackageAlertsTask(Task):
         ssSrc: pd.DataFrame | None = None,
         visit: int | None = None,
         detector: int | None = None,
-    ) -> Struct:
+    ) -> PackageAlertsResult:
         """Package the visit's DiaSources into alerts; write and/or produce them.
 
         Parameters
@@ -278,10 +306,8 @@ class PackageAlertsTask(Task):
 
         Returns
         -------
-        result : `Struct`
-            ``alertFile`` (`Path` or `None`), ``nAlerts``, ``nInvalid``,
-            ``cutoutsMissing`` (`dict` kind → count), ``nDelivered``,
-            ``failedAlertFile`` (`Path` or `None`).
+        result : `PackageAlertsResult`
+            The alert file, the counts and the missing cutouts.
         """
         visit, detector = self._visit_detector(diaSourceCat, diffIm, visit, detector)
         with self.timer("prepare"):
@@ -337,7 +363,7 @@ class PackageAlertsTask(Task):
             self.log.info(
                 "visit %d detector %d: cutouts missing %s (%s)", visit, detector, missing, reasons
             )
-        return Struct(
+        return PackageAlertsResult(
             alertFile=alert_file,
             nAlerts=n,
             cutoutsMissing=missing,
