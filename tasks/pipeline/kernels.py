@@ -19,6 +19,7 @@ import importlib
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -144,7 +145,9 @@ class KernelWarmUp:
         return self.n_compiled > 0
 
 
-def warm_up(max_workers: int | None = None, report=print) -> KernelWarmUp:
+def warm_up(
+    max_workers: int | None = None, report=print, names: list[str] | None = None
+) -> KernelWarmUp:
     """Compile every kernel of `SIGNATURES`, or load it from numba's cache.
 
     Parameters
@@ -155,13 +158,15 @@ def warm_up(max_workers: int | None = None, report=print) -> KernelWarmUp:
     report : callable, optional
         Called with one line before compiling (only on a cold cache) and one
         after; `None` for silence.
+    names : `list` [`str`], optional
+        Only these kernels of `SIGNATURES` (default: all).
 
     Returns
     -------
     result : `KernelWarmUp`
     """
     start = time.perf_counter()
-    names = sorted(SIGNATURES)
+    names = sorted(SIGNATURES if names is None else names)
     cold = [name for name in names if not _cached_on_disk(name)]
     if max_workers is None:
         max_workers = min(4, len(os.sched_getaffinity(0)))
@@ -171,8 +176,13 @@ def warm_up(max_workers: int | None = None, report=print) -> KernelWarmUp:
         report(f"compiling {len(cold)} kernels (first run only; cached for the next runs) ...")
     if len(cold) > 1 and max_workers > 1:
         workers = min(max_workers, len(cold))
-        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-            n_compiled = sum(misses for _, _, misses, _ in pool.map(_compile, cold))
+        try:
+            # fork: the workers inherit the imported modules; they leave with
+            # os._exit, so nothing inherited (e.g. database connections) is closed.
+            with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+                n_compiled = sum(misses for _, _, misses, _ in pool.map(_compile, cold))
+        except (OSError, BrokenProcessPool):  # no processes here: compile in this one
+            workers = 0
     for name in names:  # load (or, without workers, compile) in this process
         _, _, misses, _ = _compile(name)
         if not workers:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 from numba import types
@@ -52,3 +55,28 @@ def test_a_warmed_kernel_runs_with_the_listed_types():
     before = set(_find_root.signatures)
     assert _find_root(parents, 3) == 0  # 3 -> 2 -> 1 -> 0
     assert set(_find_root.signatures) == before  # no new compilation
+
+
+def test_cold_cache_compiles_in_worker_processes_then_loads(tmp_path):
+    """A fresh numba cache: two kernels compiled by two processes, later runs only load."""
+    script = (
+        "from tasks.pipeline.kernels import warm_up\n"
+        "names = ['tasks.diffim.pixel_loops._find_root', 'tasks.dcr.shift._prefilter_rows']\n"
+        "first = warm_up(max_workers=2, report=None, names=names)\n"
+        "again = warm_up(max_workers=2, report=None, names=names)\n"
+        "print(first.n_kernels, first.n_compiled, first.workers, again.n_compiled, again.workers)\n"
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+
+    def run() -> list[int]:
+        out = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+        )
+        assert out.returncode == 0, out.stderr
+        return [int(x) for x in out.stdout.split()]
+
+    # cold: 2 kernels, 2 signatures compiled in 2 processes; then cached
+    assert run() == [2, 2, 2, 0, 0]
+    assert any((tmp_path / "numba").rglob("*.nbi"))
+    # a new process finds both in the on-disk cache: nothing compiled, no workers
+    assert run() == [2, 0, 0, 0, 0]
