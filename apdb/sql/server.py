@@ -16,14 +16,30 @@ __all__ = [
     "create_database",
     "drop_database",
     "enable_citus",
+    "forbid_connections",
     "list_databases",
     "run_on_shards",
     "set_citus_coordinator",
+    "terminate_sessions",
 ]
 
 
-def create_database(conn: psycopg.Connection, name: str, template: str | None = None) -> None:
-    """``CREATE DATABASE name [TEMPLATE template]``.
+def create_database(
+    conn: psycopg.Connection, name: str, template: str | None = None, file_copy: bool = False
+) -> None:
+    """``CREATE DATABASE name [TEMPLATE template] [STRATEGY FILE_COPY]``.
+
+    Parameters
+    ----------
+    conn : `psycopg.Connection`
+        Autocommit connection to the server.
+    name : `str`
+        New database.
+    template : `str`, optional
+        Database to copy.
+    file_copy : `bool`, optional
+        Copy the template's files (``STRATEGY FILE_COPY``: one checkpoint,
+        fast for small databases) instead of WAL-logging every block.
 
     Raises
     ------
@@ -33,7 +49,25 @@ def create_database(conn: psycopg.Connection, name: str, template: str | None = 
     query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if template is not None:
         query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
+    if file_copy:
+        query = sql.SQL("{} STRATEGY FILE_COPY").format(query)
     conn.execute(query)
+
+
+def forbid_connections(conn: psycopg.Connection, name: str) -> None:
+    """``ALTER DATABASE name WITH ALLOW_CONNECTIONS false`` (e.g. to make a template)."""
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(name))
+    )
+
+
+def terminate_sessions(conn: psycopg.Connection, name: str) -> None:
+    """End every other session on database ``name`` (background workers included)."""
+    conn.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = %s AND pid <> pg_backend_pid()",
+        (name,),
+    )
 
 
 def drop_database(conn: psycopg.Connection, name: str) -> None:
