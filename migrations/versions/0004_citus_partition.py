@@ -277,6 +277,17 @@ def downgrade() -> None:
         has = bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).scalar()
         if has and bind.execute(sa.text("SELECT count(*) FROM pg_dist_partition")).scalar():
             _undistribute(bind)
+    # Writers running the previous revision's code leave partitionId out:
+    # nullable first, then no trigger reads it, then the columns go.
+    if not sqlite:
+        for table in _PARTITIONED:
+            online.with_lock_timeout(
+                lambda t=table: op.alter_column(
+                    t, "partitionId", existing_type=sa.Integer(), nullable=True
+                ),
+                f"{table}.partitionId NULL",
+            )
     for table in _PARTITIONED:
         online.drop_fill_on_insert(table, "partitionId")
+    for table in _PARTITIONED:
         online.drop_column_online(table, "partitionId")
