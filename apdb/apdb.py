@@ -21,6 +21,7 @@ from apdb.metadata import ApdbMetadata
 if TYPE_CHECKING:
     from astropy.time import Time
 
+    from apdb.replica import ReplicaChunk, UpdateRecord
     from apdb.sky import Region
 
 __all__ = ["Apdb"]
@@ -465,6 +466,34 @@ class Apdb(ABC):
 
         Same semantics as `withdraw_dia_sources`, for `get_dia_forced_sources`.
         """
+
+    # -- replica chunks (snake_case of Rubin's ApdbReplica) ------------------
+    # An APDB created with ``replication.enabled`` records, in the transaction
+    # of every store and update operation, what it changed into the replica
+    # chunk of the current time (`apdb.replica_schema`).  Without replication
+    # these methods raise `apdb.errors.ReplicationDisabledError`.
+    @abstractmethod
+    def get_replica_chunks(self) -> list[ReplicaChunk]:
+        """Return the replica chunks that hold changes, oldest first."""
+
+    @abstractmethod
+    def get_table_data_chunks(
+        self, table: str, chunk_ids: Iterable[int] | np.ndarray
+    ) -> pd.DataFrame:
+        """Return the rows of ``table`` stored or modified by a store in the chunks.
+
+        ``table`` is ``DiaObject`` (new versions and the versions a store
+        closed), ``DiaSource``, ``DiaForcedSource`` or ``SSSource``.  The rows
+        have their current values plus a ``chunkId`` column.
+        """
+
+    @abstractmethod
+    def get_update_record_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> list[UpdateRecord]:
+        """Return the update records of the chunks, ordered by chunk, time and order."""
+
+    @abstractmethod
+    def delete_replica_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> None:
+        """Delete the chunks (after replication) and everything recorded in them."""
 
 
 def _as_config(config: ApdbConfig | str) -> ApdbConfig:

@@ -23,7 +23,7 @@ from pydantic import (
 from apdb.errors import ApdbConfigError
 from apdb.schema import BANDS
 
-__all__ = ["ApdbConfig", "CitusConfig", "ConnectionConfig", "SkyIndexConfig"]
+__all__ = ["ApdbConfig", "CitusConfig", "ConnectionConfig", "ReplicationConfig", "SkyIndexConfig"]
 
 DEFAULT_URL = "sqlite:///apdb.sqlite3"
 
@@ -95,6 +95,26 @@ class CitusConfig(BaseModel):
     )
 
 
+class ReplicationConfig(BaseModel):
+    """Replica chunks (``apdb.sql.replica``): the change stream a PPDB is fed from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool | None = Field(
+        None,
+        description="Write every store's row keys and every update operation's records into "
+        "replica chunks (for `apdb ppdb replicate`). Frozen at creation; null (the default) "
+        "creates an APDB without replication and opens whatever the database holds.",
+    )
+    chunk_seconds: int = Field(
+        600,
+        ge=1,
+        le=86400,
+        description="Length of a replica chunk in seconds (Rubin: 600). Frozen at creation "
+        "when replication is enabled.",
+    )
+
+
 class ApdbConfig(BaseModel):
     """Configuration of an APDB.
 
@@ -127,6 +147,10 @@ class ApdbConfig(BaseModel):
     )
     connection: ConnectionConfig = Field(
         default_factory=ConnectionConfig, description="Connection settings."
+    )
+    replication: ReplicationConfig = Field(
+        default_factory=ReplicationConfig,
+        description="Replica chunks for the PPDB replicator (frozen at creation).",
     )
     dia_source_history_months: int = Field(
         12,
@@ -220,8 +244,16 @@ class ApdbConfig(BaseModel):
             out["config:backend"] = self.backend
         if self.backend == "citus":
             out["config:citus.shard_count"] = str(self.citus.shard_count)
+        if self.replication.enabled is not None:
+            out["config:replication.enabled"] = str(self.replication.enabled).lower()
+        if self.replication.enabled:
+            out["config:replication.chunk_seconds"] = str(self.replication.chunk_seconds)
         return out
 
     def creation_settings(self) -> dict[str, str]:
         """Return the frozen settings written when an APDB is created (backend defaulted)."""
-        return {"config:backend": self.backend or "sql", **self.frozen_settings()}
+        return {
+            "config:backend": self.backend or "sql",
+            "config:replication.enabled": "false",
+            **self.frozen_settings(),
+        }

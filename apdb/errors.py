@@ -29,6 +29,7 @@ __all__ = [
     "MissingColumnsError",
     "NullValueError",
     "PostgresUnavailableError",
+    "ReplicationDisabledError",
     "SuspiciousStringError",
     "UnknownBandError",
     "UnknownIdError",
@@ -50,6 +51,17 @@ class ApdbError(Exception):
 
 class ApdbConfigError(ApdbError):
     """The configuration is invalid."""
+
+
+class ReplicationDisabledError(ApdbConfigError):
+    """A replica-chunk method was called on an APDB created without replication."""
+
+    def __init__(self, what: str):
+        super().__init__(
+            f"{what}: this APDB was created without replication "
+            f"(config:replication.enabled is false); create one with "
+            f"replication.enabled: true to record replica chunks"
+        )
 
 
 class ApdbConfigMismatchError(ApdbConfigError):

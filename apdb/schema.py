@@ -40,6 +40,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from apdb._rubin_columns import RUBIN_COLUMNS, RUBIN_SCHEMA_VERSION
+from apdb.replica_schema import add_replica_tables
 
 __all__ = [
     "BANDS",
@@ -343,6 +344,7 @@ def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData
         sa.PrimaryKeyConstraint("diaObjectId", "objectId"),
         sa.Index("IDX_DiaObjectToObjectMatch_objectId", "objectId"),
     )
+    add_replica_tables(md)  # revision 0005
     return md
 
 

@@ -18,13 +18,16 @@ from apdb.errors import (
     ApdbInputError,
     ColumnTypeError,
     MissingColumnsError,
+    ReplicationDisabledError,
 )
 from apdb.frames import Batch, prepare
+from apdb.replica import ReplicaChunk, UpdateRecord
 from apdb.schema import ApdbTables
 from apdb.sky import Region
 from apdb.sql import admin, analysis, citus
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.reads import id_filter, read_frame, region_filter
+from apdb.sql.replica import ApdbReplicaSql, ReplicaWriter
 from apdb.sql.transaction import lock_objects, write_transaction
 from apdb.sql.updates import ApdbMetadataSql, ApdbSqlUpdates
 from apdb.sql.writes import insert_batch, update_objects
@@ -62,6 +65,10 @@ class ApdbSql(Apdb):
         self._partition_order = self._config.sky.partition_order if order is None else int(order)
         backend = stored.get("config:backend", self._config.backend or "sql")
         self._citus = backend == "citus"
+        enabled = stored.get("config:replication.enabled") == "true"
+        seconds = int(stored.get("config:replication.chunk_seconds", 0) or 0)
+        seconds = seconds or self._config.replication.chunk_seconds
+        self._replica = ReplicaWriter(self._md, seconds) if enabled else None
 
     @property
     def is_citus(self) -> bool:
@@ -335,6 +342,8 @@ class ApdbSql(Apdb):
             # of the same objects: write_transaction retries it.
             lock_objects(conn, object_ids)
             update_objects(conn, self._table(ApdbTables.DiaObject), objects, visit_mjd)
+            if self._replica is not None:  # in the same transaction
+                self._replica.record_store(conn, object_ids, visit_mjd, sources, forced, ss)
 
         object_ids = objects.values.get("diaObjectId", np.zeros(0, np.int64))
         write_transaction(
@@ -425,6 +434,15 @@ class ApdbSql(Apdb):
                 stmt,
                 [{"src": int(a), "ss": int(b)} for a, b in zip(src_ids, ss_ids, strict=True)],
             )
+            if self._replica is not None:
+                self._replica.record_update(
+                    conn,
+                    "reassign_dia_sources_to_ss_objects",
+                    "DiaSource",
+                    ("diaSourceId",),
+                    ("diaObjectId", "ssObjectId", "ssObjectReassocTimeMjdTai"),
+                    id_filter(table.c.diaSourceId, src_ids, dialect),
+                )
 
     # -- administration ---------------------------------------------------------------
     def row_counts(self) -> dict[str, int]:
@@ -451,7 +469,7 @@ class ApdbSql(Apdb):
     # -- Rubin operations (daytime: deduplication, validity, withdrawal) ----------
     @property
     def _updates(self) -> ApdbSqlUpdates:
-        return ApdbSqlUpdates(self._engine, self._md)
+        return ApdbSqlUpdates(self._engine, self._md, replica=self._replica)
 
     @property
     def metadata(self) -> ApdbMetadataSql:
@@ -508,6 +526,42 @@ class ApdbSql(Apdb):
         """Withdraw DiaForcedSources (see `Apdb.withdraw_dia_forced_sources`)."""
         table = ApdbTables.DiaForcedSource
         return self._updates.withdraw(table, "diaForcedSourceId", ids, time_withdrawn)
+
+    # -- replica chunks (the change stream of `apdb ppdb replicate`) ---------------
+    @property
+    def replication_enabled(self) -> bool:
+        """Whether this APDB records replica chunks (``config:replication.enabled``)."""
+        return self._replica is not None
+
+    def _replica_reader(self, what: str) -> ApdbReplicaSql:
+        if self._replica is None:
+            raise ReplicationDisabledError(what)
+        return ApdbReplicaSql(self._engine, self._md, self._replica.chunk_seconds)
+
+    def get_replica_chunks(self) -> list[ReplicaChunk]:
+        """Return the replica chunks holding changes, oldest first (see `Apdb`)."""
+        return self._replica_reader("get_replica_chunks").get_replica_chunks()
+
+    def get_table_data_chunks(
+        self, table: str, chunk_ids: Iterable[int] | np.ndarray
+    ) -> pd.DataFrame:
+        """Return the rows of ``table`` recorded in the chunks (see `Apdb`)."""
+        reader = self._replica_reader("get_table_data_chunks")
+        if str(table) not in ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource"):
+            raise ApdbInputError(
+                str(table), "replica chunks hold DiaObject, DiaSource, DiaForcedSource, SSSource"
+            )
+        return reader.get_table_data_chunks(str(table), _as_ids("chunk_ids", chunk_ids))
+
+    def get_update_record_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> list[UpdateRecord]:
+        """Return the update records of the chunks, in order (see `Apdb`)."""
+        reader = self._replica_reader("get_update_record_chunks")
+        return reader.get_update_record_chunks(_as_ids("chunk_ids", chunk_ids))
+
+    def delete_replica_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> None:
+        """Delete replicated chunks and what they recorded (see `Apdb`)."""
+        reader = self._replica_reader("delete_replica_chunks")
+        reader.delete_replica_chunks(_as_ids("chunk_ids", chunk_ids))
 
 
 def _window_start(name: ApdbTables, start_time: Time, end_mjd: float) -> float:

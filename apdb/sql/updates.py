@@ -36,6 +36,7 @@ from apdb.schema import ApdbTables
 from apdb.sql import operations
 from apdb.sql.metadata import ApdbMetadataSql
 from apdb.sql.reads import id_filter
+from apdb.sql.replica import ReplicaWriter
 from apdb.sql.transaction import write_transaction
 
 __all__ = [
@@ -68,9 +69,10 @@ class ApdbSqlUpdates:
         Its schema.
     """
 
-    def __init__(self, engine: sa.Engine, md: sa.MetaData):
+    def __init__(self, engine: sa.Engine, md: sa.MetaData, replica: ReplicaWriter | None = None):
         self._engine = engine
         self._md = md
+        self._replica = replica
 
     def _table(self, name: ApdbTables) -> sa.Table:
         return self._md.tables[name.value]
@@ -143,9 +145,32 @@ class ApdbSqlUpdates:
             left = np.array([r[0] for r in conn.execute(stmt)], dtype=np.int64)
 
         def work(conn: sa.Connection) -> None:
-            operations.reassign_to_objects(
+            changes = operations.reassign_to_objects(
                 conn, sources, objects, src, obj, increment=increment, decrement=decrement
             )
+            if self._replica is not None:
+                dialect = conn.dialect.name
+                self._replica.record_update(
+                    conn,
+                    "reassign_dia_sources_to_dia_objects",
+                    "DiaSource",
+                    ("diaSourceId",),
+                    ("diaObjectId",),
+                    id_filter(sources.c.diaSourceId, src, dialect),
+                )
+                if changes:
+                    changed = np.fromiter(changes, dtype=np.int64, count=len(changes))
+                    self._replica.record_update(
+                        conn,
+                        "n_dia_sources",
+                        "DiaObject",
+                        ("diaObjectId", "validityStartMjdTai"),
+                        ("nDiaSources",),
+                        sa.and_(
+                            id_filter(objects.c.diaObjectId, changed, dialect),
+                            objects.c.validityEndMjdTai.is_(None),
+                        ),
+                    )
 
         write_transaction(
             self._engine,
@@ -163,9 +188,22 @@ class ApdbSqlUpdates:
         table = self._table(ApdbTables.DiaObject)
 
         def work(conn: sa.Connection) -> int:
-            return operations.set_validity_end(
+            closed = operations.set_validity_end(
                 conn, table, ids, end, raise_on_missing_id=raise_on_missing
             )
+            if self._replica is not None and closed:
+                self._replica.record_update(
+                    conn,
+                    "set_validity_end",
+                    "DiaObject",
+                    ("diaObjectId", "validityStartMjdTai"),
+                    ("validityEndMjdTai",),
+                    sa.and_(
+                        id_filter(table.c.diaObjectId, ids, conn.dialect.name),
+                        table.c.validityEndMjdTai == end,
+                    ),
+                )
+            return closed
 
         return write_transaction(
             self._engine, work, what="set_validity_end", object_ids=_lockable(ids)
@@ -180,9 +218,24 @@ class ApdbSqlUpdates:
         table = self._table(name)
 
         def work(conn: sa.Connection) -> int:
-            return operations.withdraw(conn, table, column, values, mjd)
+            n = operations.withdraw(conn, table, column, values, mjd)
+            if self._replica is not None and n:
+                self._replica.record_update(
+                    conn,
+                    f"withdraw_{_SNAKE[name.value]}",
+                    name.value,
+                    _KEYS[name.value],
+                    ("timeWithdrawnMjdTai",),
+                    id_filter(table.c[column], values, conn.dialect.name),
+                )
+            return n
 
         return write_transaction(self._engine, work, what=f"withdraw {name.value}")
+
+
+_SNAKE = {"DiaSource": "dia_sources", "DiaForcedSource": "dia_forced_sources"}
+# Primary keys of the tables whose rows update records name.
+_KEYS = {"DiaSource": ("diaSourceId",), "DiaForcedSource": ("diaObjectId", "visit", "detector")}
 
 
 def _lockable(object_ids: np.ndarray) -> np.ndarray | None:

@@ -1,4 +1,9 @@
-"""Sample the locks a backend holds on given tables while a step runs."""
+"""Sample the table locks a backend holds on given tables while a step runs.
+
+Only ``locktype = 'relation'`` (table locks): the relation-extension locks a
+big UPDATE takes (``extend``, shown as ExclusiveLock) and tuple locks do not
+make a store wait for the step.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ FROM pg_locks l
 JOIN pg_class c ON c.oid = l.relation
 JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE a.application_name = %(app)s AND l.granted AND c.relname = ANY(%(tables)s)
+  AND l.locktype = 'relation'
 """
 
 

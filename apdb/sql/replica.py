@@ -1,0 +1,316 @@
+"""Replica chunks on SQL: recording an APDB's changes and reading them back.
+
+`ReplicaWriter` is called inside the write transactions of `apdb.sql.ApdbSql`
+when ``config:replication.enabled`` is ``true``: a store records the keys of
+the rows it inserted or modified (new DiaObject versions and the versions it
+closed, DiaSources, SSSources, DiaForcedSources); an update operation records
+one *update record* holding the resulting values of the columns it changed,
+read back from the rows inside the same transaction.  Records carry values,
+not deltas (``nDiaSources = 7``, not ``+1``), so applying a record twice
+changes nothing.  Records are ordered by (``updateTimeNs``, ``updateOrder``):
+two operations touching the same rows hold the same row/advisory locks, so
+their wall-clock order after their writes is their commit order.
+
+`ApdbReplicaSql` reads the chunks back (`get_replica_chunks`,
+`get_table_data_chunks`, `get_update_record_chunks`) and deletes replicated
+ones (`delete_replica_chunks`); see `apdb.replica` for the data classes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import uuid
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from psycopg import sql as pgsql
+from sqlalchemy.dialects import postgresql, sqlite
+
+from apdb import schema
+from apdb.frames import Batch
+from apdb.replica import ReplicaChunk, UpdateRecord
+from apdb.replica_schema import ReplicaTables, chunk_key_columns
+from apdb.sql.pgcopy import encode_rows, make_field
+from apdb.sql.reads import id_filter, read_frame
+
+__all__ = ["ApdbReplicaSql", "ReplicaWriter", "read_batch", "rows_in_chunks"]
+
+_DATA_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
+
+
+def _insert_ignore(conn: sa.Connection, table: sa.Table) -> sa.Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def copy_keys(conn: sa.Connection, table: sa.Table, columns: dict[str, np.ndarray]) -> None:
+    """Insert key rows (BIGINT columns): binary COPY on PostgreSQL, executemany on SQLite."""
+    n = len(next(iter(columns.values())))
+    if n == 0:
+        return
+    if conn.dialect.name == "postgresql":
+        fields = [make_field(v.astype(np.int64), "long") for v in columns.values()]
+        data = encode_rows(fields, n, [None] * len(fields))
+        query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            pgsql.Identifier(table.name), pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+        )
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(query) as copy:
+            copy.write(data)
+        return
+    names = list(columns)
+    rows = [
+        dict(zip(names, r, strict=True))
+        for r in zip(*[v.tolist() for v in columns.values()], strict=True)
+    ]
+    conn.execute(sa.insert(table), rows)
+
+
+class ReplicaWriter:
+    """Records the changes of write transactions into the current replica chunk.
+
+    Parameters
+    ----------
+    md : `sqlalchemy.MetaData`
+        The APDB schema (with the replica tables).
+    chunk_seconds : `int`
+        Length of a chunk.
+    """
+
+    def __init__(self, md: sa.MetaData, chunk_seconds: int):
+        self._md = md
+        self.chunk_seconds = int(chunk_seconds)
+        self._order = itertools.count()
+        self._writer_id = uuid.uuid4().hex[:24]
+
+    def _table(self, name: str) -> sa.Table:
+        return self._md.tables[name]
+
+    def current_chunk(self, now: float | None = None) -> int:
+        """Id of the chunk of ``now`` (Unix seconds; default: the clock)."""
+        t = time.time() if now is None else now
+        return int(t // self.chunk_seconds) * self.chunk_seconds
+
+    def _open_chunk(self, conn: sa.Connection) -> int:
+        chunk = self.current_chunk()
+        table = self._table(ReplicaTables.ApdbReplicaChunks)
+        conn.execute(_insert_ignore(conn, table).values(chunkId=chunk, createdTime=time.time()))
+        return chunk
+
+    def record_store(
+        self,
+        conn: sa.Connection,
+        object_ids: np.ndarray,
+        visit_mjd: float,
+        sources: Batch,
+        forced: Batch,
+        ss_sources: Batch,
+    ) -> None:
+        """Record the keys of the rows a store wrote (call after its writes).
+
+        DiaObject: every version of the stored objects that starts at the
+        visit (the new ones) or ends at it (the ones the store closed).
+        """
+        if not (len(object_ids) or sources.n or forced.n or ss_sources.n):
+            return
+        chunk = self._open_chunk(conn)
+        dialect = conn.dialect.name
+        if len(object_ids):
+            obj = self._table("DiaObject")
+            start, end = obj.c.validityStartMjdTai, obj.c.validityEndMjdTai
+            select = sa.select(sa.literal(chunk, sa.BigInteger), obj.c.diaObjectId, start).where(
+                id_filter(obj.c.diaObjectId, object_ids, dialect),
+                sa.or_(start == visit_mjd, end == visit_mjd),
+            )
+            target = self._table(ReplicaTables.DiaObjectChunks)
+            stmt = _insert_ignore(conn, target).from_select(
+                ["chunkId", "diaObjectId", "validityStartMjdTai"], select
+            )
+            conn.execute(stmt)
+        parts = [b.values["diaSourceId"] for b in (sources, ss_sources) if b.n]
+        if parts:
+            ids = np.unique(np.concatenate(parts).astype(np.int64))
+            copy_keys(
+                conn,
+                self._table(ReplicaTables.DiaSourceChunks),
+                {"chunkId": np.full(ids.size, chunk, np.int64), "diaSourceId": ids},
+            )
+        if forced.n:
+            ids = np.unique(forced.values["diaForcedSourceId"].astype(np.int64))
+            copy_keys(
+                conn,
+                self._table(ReplicaTables.DiaForcedSourceChunks),
+                {"chunkId": np.full(ids.size, chunk, np.int64), "diaForcedSourceId": ids},
+            )
+
+    def record_update(
+        self,
+        conn: sa.Connection,
+        kind: str,
+        table_name: str,
+        keys: tuple[str, ...],
+        columns: tuple[str, ...],
+        where: sa.ColumnElement[bool],
+    ) -> int:
+        """Record the current values of ``columns`` of the rows matching ``where``.
+
+        Call inside the operation's transaction, after its writes.  Returns
+        the number of rows recorded (no record when zero).
+        """
+        table = self._table(table_name)
+        stmt = sa.select(*[table.c[c] for c in (*keys, *columns)]).where(where)
+        rows = [list(r) for r in conn.execute(stmt)]
+        if not rows:
+            return 0
+        payload = {"table": table_name, "keys": list(keys), "columns": list(columns), "rows": rows}
+        chunk = self._open_chunk(conn)
+        conn.execute(
+            sa.insert(self._table(ReplicaTables.ApdbUpdateRecordChunks)).values(
+                chunkId=chunk,
+                updateTimeNs=time.time_ns(),
+                updateOrder=next(self._order),
+                uniqueId=f"{self._writer_id}-{os.getpid()}",
+                kind=kind,
+                payload=json.dumps(payload),
+            )
+        )
+        return len(rows)
+
+
+def _chunk_filter(column: sa.ColumnElement, chunk_ids: np.ndarray, dialect: str):
+    return id_filter(column, np.asarray(chunk_ids, np.int64), dialect)
+
+
+def rows_in_chunks(
+    md: sa.MetaData, table_name: str, chunk_ids: np.ndarray, dialect: str
+) -> sa.ColumnElement[bool]:
+    """Filter on ``table_name`` for the rows whose keys are in the chunks."""
+    key_table = "DiaSource" if table_name == "SSSource" else table_name
+    chunk_name, keys = chunk_key_columns(key_table)
+    chunks = md.tables[chunk_name]
+    table = md.tables[table_name]
+    inner = sa.select(*[chunks.c[k] for k in keys]).where(
+        _chunk_filter(chunks.c.chunkId, chunk_ids, dialect)
+    )
+    if len(keys) == 1:
+        return table.c[keys[0]].in_(inner)
+    return sa.tuple_(*[table.c[k] for k in keys]).in_(inner)
+
+
+def read_batch(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> Batch:
+    """Read every column of the rows matching ``where`` as a `Batch` (NULLs kept)."""
+    from apdb.sql.reads import _read_generic, _read_postgres  # the column readers
+
+    infos = schema.table_columns(table.name)
+    if conn.dialect.name == "postgresql":
+        columns = _read_postgres(conn, table, infos, where)
+    else:
+        columns = _read_generic(conn, table, infos, where)
+    n = len(next(iter(columns.values()))[0]) if columns else 0
+    values = {k: v for k, (v, _) in columns.items()}
+    nulls = {k: m for k, (_, m) in columns.items() if m is not None and m.any()}
+    return Batch(table.name, n, values, nulls)
+
+
+class ApdbReplicaSql:
+    """Reading and deleting the replica chunks of one APDB.
+
+    Parameters
+    ----------
+    engine : `sqlalchemy.Engine`
+        The APDB engine.
+    md : `sqlalchemy.MetaData`
+        Its schema.
+    chunk_seconds : `int`
+        Chunk length (``config:replication.chunk_seconds``).
+    """
+
+    def __init__(self, engine: sa.Engine, md: sa.MetaData, chunk_seconds: int):
+        self._engine = engine
+        self._md = md
+        self.chunk_seconds = int(chunk_seconds)
+
+    def _table(self, name: str) -> sa.Table:
+        return self._md.tables[name]
+
+    def get_replica_chunks(self) -> list[ReplicaChunk]:
+        """Every chunk that holds changes, oldest first."""
+        table = self._table(ReplicaTables.ApdbReplicaChunks)
+        stmt = sa.select(table.c.chunkId, table.c.createdTime).order_by(table.c.chunkId)
+        with self._engine.connect() as conn:
+            return [
+                ReplicaChunk(int(r[0]), self.chunk_seconds, float(r[1])) for r in conn.execute(stmt)
+            ]
+
+    def get_table_data_chunks(self, table_name: str, chunk_ids: np.ndarray) -> pd.DataFrame:
+        """Rows of ``table_name`` recorded in the chunks, with a ``chunkId`` column.
+
+        A row recorded in several of the chunks appears once per chunk.  The
+        values are the rows' current values.
+        """
+        key_table = "DiaSource" if table_name == "SSSource" else table_name
+        chunk_name, keys = chunk_key_columns(key_table)
+        ids = np.asarray(list(chunk_ids), np.int64)
+        table = self._table(table_name)
+        chunks = self._table(chunk_name)
+        with self._engine.connect() as conn:
+            dialect = conn.dialect.name
+            if ids.size == 0:
+                frame = read_frame(conn, table, sa.false())
+            else:
+                frame = read_frame(conn, table, rows_in_chunks(self._md, table_name, ids, dialect))
+            stmt = sa.select(chunks.c.chunkId, *[chunks.c[k] for k in keys])
+            stmt = stmt.where(
+                sa.false() if ids.size == 0 else _chunk_filter(chunks.c.chunkId, ids, dialect)
+            )
+            mapping = pd.DataFrame(conn.execute(stmt).all(), columns=["chunkId", *keys])
+        mapping = mapping.astype({"chunkId": "int64", **{k: frame[k].dtype for k in keys}})
+        merged = frame.merge(mapping, on=list(keys), how="inner")
+        return merged.sort_values(["chunkId", *keys], kind="stable").reset_index(drop=True)
+
+    def get_update_record_chunks(self, chunk_ids: np.ndarray) -> list[UpdateRecord]:
+        """Update records of the chunks, in order (chunk, time, order)."""
+        ids = np.asarray(list(chunk_ids), np.int64)
+        if ids.size == 0:
+            return []
+        table = self._table(ReplicaTables.ApdbUpdateRecordChunks)
+        stmt = (
+            sa.select(table)
+            .where(id_filter(table.c.chunkId, ids, self._engine.dialect.name))
+            .order_by(table.c.chunkId, table.c.updateTimeNs, table.c.updateOrder, table.c.uniqueId)
+        )
+        with self._engine.connect() as conn:
+            return [
+                UpdateRecord(
+                    chunk_id=int(r.chunkId),
+                    update_time_ns=int(r.updateTimeNs),
+                    update_order=int(r.updateOrder),
+                    unique_id=r.uniqueId,
+                    kind=r.kind,
+                    payload=json.loads(r.payload),
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def delete_replica_chunks(self, chunk_ids: np.ndarray) -> None:
+        """Delete the chunks and everything recorded in them (one transaction)."""
+        from apdb.sql.transaction import write_transaction
+
+        ids = np.asarray(list(chunk_ids), np.int64)
+        if ids.size == 0:
+            return
+
+        def work(conn: sa.Connection) -> None:
+            for name in ReplicaTables:
+                table = self._table(name)
+                conn.execute(
+                    sa.delete(table).where(id_filter(table.c.chunkId, ids, conn.dialect.name))
+                )
+
+        write_transaction(self._engine, work, what="delete_replica_chunks")

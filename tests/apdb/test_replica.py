@@ -1,0 +1,145 @@
+"""Replica chunks (issue 13 §1): keys of stored rows and ordered update records.
+
+On SQLite and PostgreSQL.  Chunks are 1 s long here, so a test's writes may
+fall into several chunks: every check gathers all chunks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from astropy.time import TimeDelta
+
+from apdb import Apdb
+from apdb.config import ApdbConfig, ReplicationConfig
+from apdb.errors import AlreadyStoredError, ApdbConfigMismatchError, ReplicationDisabledError
+from apdb.testing.survey import ID_STRIDE, SurveyPlan, store_survey, visit_frames
+from tests.apdb.replica_fixtures import BACKENDS, fresh_url, replica_config
+
+
+@pytest.fixture(params=BACKENDS)
+def replica_apdb(request, tmp_path):
+    """An APDB created with replication enabled (1 s chunks)."""
+    gen = fresh_url(request, tmp_path, request.param, "replica")
+    url = next(gen)
+    db = Apdb.create(replica_config(url))
+    yield db
+    db.close()
+    next(gen, None)
+
+
+def _all_chunks(db) -> list[int]:
+    return [c.id for c in db.get_replica_chunks()]
+
+
+def test_without_replication_the_api_refuses(apdb):
+    """An APDB created without replication: each call raises our error; stores work."""
+    plan = SurveyPlan(5)
+    store_survey(apdb, plan, [1])
+    for call in (
+        lambda: apdb.get_replica_chunks(),
+        lambda: apdb.get_table_data_chunks("DiaSource", [0]),
+        lambda: apdb.get_update_record_chunks([0]),
+        lambda: apdb.delete_replica_chunks([0]),
+    ):
+        with pytest.raises(ReplicationDisabledError, match="without replication"):
+            call()
+    assert apdb.metadata_values()["config:replication.enabled"] == "false"
+
+
+def test_replication_setting_is_frozen(replica_apdb):
+    url = replica_apdb.config.db_url
+    assert replica_apdb.metadata_values()["config:replication.enabled"] == "true"
+    assert replica_apdb.metadata_values()["config:replication.chunk_seconds"] == "1"
+    with pytest.raises(ApdbConfigMismatchError, match="replication"):
+        Apdb.from_config(ApdbConfig(db_url=url, replication=ReplicationConfig(enabled=False)))
+    with pytest.raises(ApdbConfigMismatchError, match="chunk_seconds"):
+        Apdb.from_config(replica_config(url, chunk_seconds=600))
+    with Apdb.from_url(url) as db:  # no setting: what the database holds
+        assert db.replication_enabled
+
+
+def test_store_records_keys_of_new_and_closed_versions(replica_apdb):
+    db = replica_apdb
+    plan = SurveyPlan(6)
+    store_survey(db, plan, [1, 2])
+    chunks = _all_chunks(db)
+    assert chunks == sorted(chunks) and chunks
+    objects = db.get_table_data_chunks("DiaObject", chunks)
+    # 6 versions at visit 1 (closed by visit 2's store: recorded again) and 6 at visit 2.
+    t1, t2 = (float(plan.visit_time(v).tai.mjd) for v in (1, 2))
+    versions = set(zip(objects["diaObjectId"], objects["validityStartMjdTai"], strict=True))
+    assert versions == {(int(i), t) for i in plan.object_ids for t in (t1, t2)}
+    closed = objects[objects["validityStartMjdTai"] == t1].drop_duplicates(
+        "diaObjectId", keep="last"
+    )
+    assert (closed["validityEndMjdTai"] == t2).all()  # current values
+    sources = db.get_table_data_chunks("DiaSource", chunks)
+    expected = {v * ID_STRIDE + k for v in (1, 2) for k in range(6)}
+    assert set(sources["diaSourceId"]) == expected and len(sources) == 12
+    truth = plan.object_ids[(sources["diaSourceId"] % ID_STRIDE).to_numpy()]
+    assert (sources["diaObjectId"].to_numpy() == truth).all()
+    forced = db.get_table_data_chunks("DiaForcedSource", chunks)
+    assert set(forced["diaForcedSourceId"]) == expected
+    assert db.get_update_record_chunks(chunks) == []
+
+
+def test_failed_store_records_nothing(replica_apdb):
+    db = replica_apdb
+    plan = SurveyPlan(4)
+    store_survey(db, plan, [1])
+    before = {c: len(db.get_table_data_chunks("DiaSource", [c])) for c in _all_chunks(db)}
+    t, objects, sources, forced = visit_frames(plan, 1)
+    with pytest.raises(AlreadyStoredError):
+        db.store(t, objects, sources, forced)
+    after = {c: len(db.get_table_data_chunks("DiaSource", [c])) for c in _all_chunks(db)}
+    assert after == before
+
+
+def test_update_operations_write_ordered_records(replica_apdb):
+    db = replica_apdb
+    plan = SurveyPlan(4)
+    store_survey(db, plan, [1, 2])
+    a, b, c, d = (int(i) for i in plan.object_ids)
+    src = 2 * ID_STRIDE + 0  # visit 2's source of object a
+    db.reassign_dia_sources_to_dia_objects({src: b})
+    end = plan.visit_time(2) + TimeDelta(3600.0, format="sec")
+    db.set_validity_end([c], end)
+    db.withdraw_dia_sources([1 * ID_STRIDE + 3])
+    db.withdraw_dia_forced_sources([1 * ID_STRIDE + 3])
+    records = db.get_update_record_chunks(_all_chunks(db))
+    kinds = [r.kind for r in records]
+    assert kinds == [
+        "reassign_dia_sources_to_dia_objects",
+        "n_dia_sources",
+        "set_validity_end",
+        "withdraw_dia_sources",
+        "withdraw_dia_forced_sources",
+    ]
+    order = [(r.chunk_id, r.update_time_ns, r.update_order) for r in records]
+    assert order == sorted(order)
+    assert records[0].payload["rows"] == [[src, b]]
+    t2 = float(plan.visit_time(2).tai.mjd)
+    # Values, not deltas: visit 2 stored nDiaSources = 2; a lost one, b gained one.
+    assert sorted(records[1].payload["rows"]) == [[a, t2, 1], [b, t2, 3]]
+    assert records[2].payload["rows"] == [[c, t2, float(end.tai.mjd)]]
+    assert records[3].payload["table"] == "DiaSource"
+    assert records[3].payload["rows"][0][0] == 1 * ID_STRIDE + 3
+    assert records[4].payload["keys"] == ["diaObjectId", "visit", "detector"]
+
+
+def test_delete_replica_chunks(replica_apdb):
+    db = replica_apdb
+    store_survey(db, SurveyPlan(3), [1])
+    db.withdraw_dia_sources([1 * ID_STRIDE])
+    chunks = _all_chunks(db)
+    db.delete_replica_chunks(chunks)
+    assert db.get_replica_chunks() == []
+    assert db.get_table_data_chunks("DiaSource", chunks).empty
+    assert db.get_update_record_chunks(chunks) == []
+    assert db.row_counts()["DiaSource"] == 3  # the data stay
+    assert np.isfinite(
+        db.get_dia_sources(
+            SurveyPlan(3).visit_time(2), object_ids=[1], months=1, include_withdrawn=True
+        )["timeWithdrawnMjdTai"]
+    ).all()
