@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -53,19 +54,17 @@ _CITUS_SETTINGS: dict[str, str] = {
 
 def _terminate(conn: psycopg.Connection, dbname: str) -> None:
     """End every session on ``dbname`` (Citus's maintenance daemon included)."""
-    conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        "WHERE datname = %s AND pid <> pg_backend_pid()",
-        (dbname,),
-    )
+    server.terminate_sessions(conn, dbname)
 
 
-def _retry_in_use(conn: psycopg.Connection, query: sql.Composable, busy: str) -> None:
+def _retry_in_use(
+    conn: psycopg.Connection, statement: Callable[[psycopg.Connection], None], busy: str
+) -> None:
     """Run CREATE/DROP DATABASE, ending sessions on ``busy`` while it is in use."""
     for attempt in range(100):
         _terminate(conn, busy)
         try:
-            conn.execute(query)
+            statement(conn)
             return
         except psycopg.errors.ObjectInUse:
             if attempt == 99:
@@ -256,17 +255,14 @@ class TemporaryCitus:
         """
         for node in self.nodes:
             with node._admin() as conn:
-                conn.execute(
-                    sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(
-                        sql.Identifier(_check_name(name))
-                    )
-                )
+                server.forbid_connections(conn, _check_name(name))
                 _terminate(conn, name)
 
     def _clone(self, name: str, template: str) -> str:
-        query = sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
-            sql.Identifier(_check_name(name)), sql.Identifier(_check_name(template))
-        )
+        name, template = _check_name(name), _check_name(template)
+
+        def query(conn: psycopg.Connection) -> None:
+            server.create_database(conn, name, template, file_copy=True)
 
         def copy(node: TemporaryPostgres) -> None:
             with node._admin() as conn:
@@ -298,9 +294,10 @@ class TemporaryCitus:
                 self._dropper = ThreadPoolExecutor(1, thread_name_prefix="citus-drop")
             self._pending.append(self._dropper.submit(self.drop_database, name))
             return
-        query = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(_check_name(name))
-        )
+        name = _check_name(name)
+
+        def query(conn: psycopg.Connection) -> None:
+            server.drop_database(conn, name)
 
         def drop(node: TemporaryPostgres) -> None:
             if node.running:
