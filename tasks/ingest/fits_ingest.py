@@ -243,42 +243,39 @@ def _wcs(header: fits.Header, shape: tuple[int, int]) -> WCS:
 
 # -- PSF ---------------------------------------------------------------------------------
 def estimate_psf_sigma(image: np.ndarray, variance: np.ndarray, mask: np.ndarray) -> float:
-    """Gaussian sigma (pixels) from the second moments of bright, isolated, clean peaks."""
+    """Gaussian sigma (pixels): median adaptive-moment width of bright, isolated, clean peaks.
+
+    The moments are those of the characterization
+    (`tasks.characterize.psf_model.adaptive_moments`, less the 1/12 pixel² of
+    pixel integration).
+    """
+    from tasks.characterize.psf_model import adaptive_moments
+
     bad = (mask & int(MaskPlane.SAT | MaskPlane.BAD | MaskPlane.NO_DATA | MaskPlane.CR)) != 0
-    noise = np.sqrt(np.nanmedian(variance[~bad]))
-    smooth = ndimage.gaussian_filter(np.where(bad, 0.0, image), 1.5)
-    peaks = (smooth == ndimage.maximum_filter(smooth, size=15)) & (smooth > 30 * noise / 3.0)
+    noise = float(np.sqrt(np.nanmedian(variance[~bad])))
+    smooth = ndimage.gaussian_filter(np.where(bad, 0.0, image), 1.0)
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=15)) & (smooth > 10 * noise)
     ys, xs = np.nonzero(peaks)
     half = 7
     inside = (
         (ys >= half) & (xs >= half) & (ys < image.shape[0] - half) & (xs < image.shape[1] - half)
     )
-    ys, xs = ys[inside], xs[inside]
-    sigmas = []
-    yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-    for y, x in zip(ys, xs, strict=True):
-        if bad[y - half : y + half + 1, x - half : x + half + 1].any():
+    stamps = []
+    for y, x in zip(ys[inside], xs[inside], strict=True):
+        window = (slice(y - half, y + half + 1), slice(x - half, x + half + 1))
+        stamp = image[window].astype(float)
+        if bad[window].any() or stamp.max() < 50 * noise or stamp.sum() <= 0:
             continue
-        stamp = image[y - half : y + half + 1, x - half : x + half + 1].astype(float)
-        total = stamp.sum()
-        if total <= 0 or stamp.max() < 50 * noise:
+        # isolated: nothing else above a tenth of the peak away from the centre
+        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
+        if (stamp[np.hypot(xx, yy) > 4] > 0.1 * stamp.max()).any():
             continue
-        # weighted by a Gaussian window: robust to neighbours and noise
-        w = np.exp(-(xx**2 + yy**2) / (2 * 3.0**2))
-        ws = stamp * w
-        m0 = ws.sum()
-        if m0 <= 0:
-            continue
-        mxx = (ws * xx**2).sum() / m0
-        myy = (ws * yy**2).sum() / m0
-        s2 = 0.5 * (mxx + myy)
-        # undo the window: 1/s_true^2 = 1/s2 - 1/9
-        inv = 1.0 / s2 - 1.0 / 9.0
-        if inv > 0:
-            sigmas.append(math.sqrt(1.0 / inv))
-    if len(sigmas) < 5:
-        raise IngestError(f"only {len(sigmas)} bright clean stars to measure the PSF width")
-    return float(np.median(sigmas))
+        stamps.append(stamp / stamp.sum())
+    if len(stamps) < 5:
+        raise IngestError(f"only {len(stamps)} bright clean stars to measure the PSF width")
+    moments = adaptive_moments(np.array(stamps))
+    widths = np.sqrt(np.clip(0.5 * (moments[:, 0] + moments[:, 1]) - 1.0 / 12.0, 1e-4, None))
+    return float(np.median(widths))
 
 
 # -- the exposure -------------------------------------------------------------------------
