@@ -124,9 +124,7 @@ class ApdbSql(Apdb):
     def get_dia_objects(self, region: Region) -> pd.DataFrame:
         """Return the latest version of every DiaObject inside ``region``."""
         table = self._table(ApdbTables.DiaObject)
-        where = sa.and_(
-            table.c.validityEndMjdTai.is_(None), self._region_filter(table, region)
-        )
+        where = sa.and_(table.c.validityEndMjdTai.is_(None), self._region_filter(table, region))
         with self._connect() as conn:
             return read_frame(conn, table, where, region)
 
@@ -341,7 +339,11 @@ class ApdbSql(Apdb):
             # A unique violation here can only come from a concurrent writer
             # of the same objects: write_transaction retries it.
             lock_objects(conn, object_ids)
-            update_objects(conn, self._table(ApdbTables.DiaObject), objects, visit_mjd)
+            # On Citus only the shards of the objects' partitions.
+            parts = objects.values.get("partitionId") if self._citus else None
+            update_objects(
+                conn, self._table(ApdbTables.DiaObject), objects, visit_mjd, partitions=parts
+            )
             if self._replica is not None:  # in the same transaction
                 self._replica.record_store(conn, object_ids, visit_mjd, sources, forced, ss)
 

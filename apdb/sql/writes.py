@@ -34,7 +34,7 @@ from psycopg import sql as pgsql
 
 from apdb import schema
 from apdb.frames import Batch
-from apdb.sql.citus import effective_sqlstate
+from apdb.sql.citus import effective_sqlstate, partition_filter
 from apdb.sql.pgcopy import PG_TYPES, encode_rows, make_field
 from apdb.sql.reads import id_filter
 
@@ -57,7 +57,13 @@ def insert_batch(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
         _insert_generic(conn, table, batch)
 
 
-def update_objects(conn: sa.Connection, table: sa.Table, batch: Batch, visit_mjd: float) -> int:
+def update_objects(
+    conn: sa.Connection,
+    table: sa.Table,
+    batch: Batch,
+    visit_mjd: float,
+    partitions: np.ndarray | None = None,
+) -> int:
     """Insert new DiaObject versions at ``visit_mjd`` into each object's history.
 
     Parameters
@@ -70,6 +76,10 @@ def update_objects(conn: sa.Connection, table: sa.Table, batch: Batch, visit_mjd
         New versions (``validityStartMjdTai`` = ``visit_mjd``); not modified.
     visit_mjd : `float`
         Visit time (MJD TAI).
+    partitions : `numpy.ndarray`, optional
+        ``partitionId`` values of the objects (Citus): the statements on
+        existing versions are limited to them, so Citus runs them on those
+        shards only instead of on every shard.
 
     Returns
     -------
@@ -82,6 +92,8 @@ def update_objects(conn: sa.Connection, table: sa.Table, batch: Batch, visit_mjd
     ids = batch.values["diaObjectId"]
     dialect = conn.dialect.name
     ours = id_filter(table.c.diaObjectId, ids, dialect)
+    if partitions is not None:
+        ours = sa.and_(partition_filter(table.c.partitionId, np.unique(partitions)), ours)
     start, end = table.c.validityStartMjdTai, table.c.validityEndMjdTai
     conn.execute(sa.delete(table).where(ours, start == visit_mjd))
     conn.execute(
