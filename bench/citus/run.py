@@ -162,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     for w in args.workers:
         pair = {r["kind"]: r for r in results if r["workers"] == w}
         a, b = pair["ours/citus"], pair["ours/postgres"]
+        if not (b["dv_per_s"] > 0 and a["completed"] and b["completed"]):
+            print(f"W={w}: no ratio (a backend completed no detector-visit)")
+            continue
         p50 = a["phases_ms"]["cycle"]["p50_ms"] / b["phases_ms"]["cycle"]["p50_ms"]
         cpu = sum(a["node_cpu_ms_per_dv"].values()) / sum(b["node_cpu_ms_per_dv"].values())
         print(
