@@ -162,6 +162,13 @@ class ApdbConfig(BaseModel):
         ge=0,
         description="Default DiaForcedSource history window, in months of 30 days.",
     )
+    max_midpoint_offset_days: float = Field(
+        1.0,
+        gt=0,
+        description="Largest allowed distance, in days, between a stored DiaSource's or "
+        "DiaForcedSource's midpointMjdTai and the visit time given to store(); further "
+        "raises InvalidTimeError (a wrong time or a wrong visit).",
+    )
     bands: tuple[str, ...] = Field(
         BANDS,
         description="Allowed band names (the schema has per-band columns for these).",

@@ -19,12 +19,15 @@ __all__ = [
     "ApdbError",
     "ApdbInputError",
     "ApdbNotFoundError",
+    "ApdbPermissionError",
     "ApdbSchemaVersionError",
     "ColumnTypeError",
     "DuplicateIdError",
     "FrozenMetadataError",
     "InvalidCoordinatesError",
+    "InvalidIdError",
     "InvalidRegionError",
+    "InvalidTimeError",
     "MetadataExistsError",
     "MissingColumnsError",
     "NullValueError",
@@ -33,6 +36,7 @@ __all__ = [
     "SuspiciousStringError",
     "UnknownBandError",
     "UnknownIdError",
+    "UnknownObjectError",
 ]
 
 
@@ -138,6 +142,29 @@ class ApdbConcurrencyError(ApdbDatabaseError):
         super().__init__(
             f"{what}: gave up after {attempts} attempt(s) because of concurrent writers"
             f"{objects}: {reason}"
+        )
+
+
+class ApdbPermissionError(ApdbError):
+    """The database refused an operation for lack of privilege.
+
+    Raised, for example, when a member of the read-only role ``apdb_reader``
+    calls a write method, or when an SQLite file is read-only.  The driver's
+    error is ``__cause__``.
+
+    Parameters
+    ----------
+    operation : `str`
+        The refused operation (e.g. ``"store"``).
+    detail : `str`
+        The database's message.
+    """
+
+    def __init__(self, operation: str, detail: str):
+        self.operation = operation
+        self.detail = detail
+        super().__init__(
+            f"{operation}: permission denied ({detail}); this connection may only read"
         )
 
 
@@ -282,3 +309,31 @@ class FrozenMetadataError(ApdbInputError):
         super().__init__(
             "metadata", f"cannot {action} key {key!r}: it is frozen at the APDB's creation"
         )
+
+
+class InvalidIdError(ApdbInputError):
+    """Negative ids (``diaObjectId``, ``diaSourceId``, ``visit``, ...)."""
+
+    def __init__(self, table: str, column: str, ids: Sequence[object]):
+        self.column = column
+        self.ids = list(ids)
+        super().__init__(table, f"negative {column}: {_preview(self.ids)}")
+
+
+class UnknownObjectError(ApdbInputError):
+    """Sources refer to DiaObjects that are neither stored nor given in the same call."""
+
+    def __init__(self, table: str, ids: Sequence[object]):
+        self.ids = list(ids)
+        super().__init__(
+            table,
+            f"diaObjectId not stored and not among this call's DiaObjects: {_preview(self.ids)}",
+        )
+
+
+class InvalidTimeError(ApdbInputError):
+    """A time outside what is allowed.
+
+    A ``midpointMjdTai`` too far from the visit time, or a history window that
+    is negative or starts after the visit time.
+    """

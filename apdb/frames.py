@@ -20,6 +20,8 @@ from apdb.errors import (
     ColumnTypeError,
     DuplicateIdError,
     InvalidCoordinatesError,
+    InvalidIdError,
+    InvalidTimeError,
     MissingColumnsError,
     NullValueError,
     SuspiciousStringError,
@@ -47,6 +49,12 @@ UNIQUE_KEYS: dict[str, list[tuple[str, ...]]] = {
     "SSSource": [("diaSourceId",)],
     "SSObject": [("ssObjectId",)],
 }
+
+# Identifier columns besides ``*Id``: negative values are refused.
+_ID_LIKE = ("visit", "detector")
+
+# Tables whose ``midpointMjdTai`` must lie near the visit time.
+_MIDPOINT_TABLES = ("DiaSource", "DiaForcedSource")
 
 ID_COLUMN = {
     "DiaObject": "diaObjectId",
@@ -119,7 +127,17 @@ def _convert(table: str, col: ColumnInfo, series: pd.Series) -> tuple[np.ndarray
             raise ColumnTypeError(table, col.name, str(col.numpy_dtype), got)
         vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
         nulls = np.isnan(vals)
-        return vals.astype(col.numpy_dtype), nulls
+        with np.errstate(over="ignore"):
+            out = vals.astype(col.numpy_dtype)
+        if out.dtype != vals.dtype:
+            # A finite value beyond the column type's range would be stored as inf.
+            overflow = np.isinf(out) & np.isfinite(vals)
+            if overflow.any():
+                first = vals[overflow][0]
+                raise ColumnTypeError(
+                    table, col.name, str(col.numpy_dtype), f"{got} (out of range: {first:g})"
+                )
+        return out, nulls
     if dt == "boolean":
         vals = series.to_numpy(dtype=np.float64, na_value=np.nan)
         ok = nulls | (vals == 0) | (vals == 1)
@@ -175,6 +193,7 @@ def prepare(
     bands: tuple[str, ...] = schema.BANDS,
     sql_strings: str = "reject",
     index_order: int = 29,
+    max_midpoint_offset_days: float | None = None,
 ) -> Batch:
     """Validate an input DataFrame and convert it to a `Batch`.
 
@@ -192,6 +211,9 @@ def prepare(
         Whether SQL-looking free-text values raise `SuspiciousStringError`.
     index_order : `int`
         HEALPix order of ``pixelId``.
+    max_midpoint_offset_days : `float`, optional
+        Largest allowed ``|midpointMjdTai - visit_mjd|`` of DiaSources and
+        DiaForcedSources, in days (`None`: no limit).
 
     Raises
     ------
@@ -243,7 +265,10 @@ def prepare(
     if table == "DiaObject":
         batch.values["validityStartMjdTai"] = np.full(n, visit_mjd, dtype=np.float64)
     _check_strings(batch, bands, sql_strings)
+    _check_ids(batch)
     _check_unique(batch)
+    if max_midpoint_offset_days is not None:
+        _check_midpoints(batch, visit_mjd, max_midpoint_offset_days)
     if "ra" in batch.values:
         _check_coordinates(batch)
         batch.values["pixelId"] = pixel_index(batch.values["ra"], batch.values["dec"], index_order)
@@ -264,6 +289,36 @@ def _check_strings(batch: Batch, bands: tuple[str, ...], sql_strings: str) -> No
             bad = [v for v in present if _SQLISH.search(v)]
             if bad:
                 raise SuspiciousStringError(batch.table, name, bad)
+
+
+def _check_ids(batch: Batch) -> None:
+    """Refuse negative identifiers (``*Id`` columns, ``visit``, ``detector``)."""
+    for name, vals in batch.values.items():
+        if not (name.endswith("Id") or name in _ID_LIKE) or vals.dtype.kind not in "iu":
+            continue
+        bad = vals < 0
+        nulls = batch.nulls.get(name)
+        if nulls is not None:
+            bad &= ~nulls
+        if bad.any():
+            raise InvalidIdError(batch.table, name, vals[bad].tolist())
+
+
+def _check_midpoints(batch: Batch, visit_mjd: float, limit: float) -> None:
+    """Refuse ``midpointMjdTai`` values further than ``limit`` days from the visit."""
+    if batch.table not in _MIDPOINT_TABLES or "midpointMjdTai" not in batch.values:
+        return
+    offset = np.abs(batch.values["midpointMjdTai"] - visit_mjd)
+    bad = offset > limit
+    if bad.any():
+        id_col = ID_COLUMN[batch.table]
+        ids = batch.values[id_col][bad].tolist() if id_col in batch.values else []
+        raise InvalidTimeError(
+            batch.table,
+            f"midpointMjdTai up to {offset[bad].max():.6g} day(s) from the visit time "
+            f"{visit_mjd:.6f} (limit {limit:g} day(s), max_midpoint_offset_days) "
+            f"for {id_col} {ids[:10]}" + (f" ... ({len(ids)} in all)" if len(ids) > 10 else ""),
+        )
 
 
 def _check_unique(batch: Batch) -> None:

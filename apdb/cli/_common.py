@@ -8,7 +8,7 @@ import os
 import sqlalchemy as sa
 
 from apdb.config import ApdbConfig
-from apdb.errors import ApdbConfigError
+from apdb.errors import ApdbConfigError, ApdbNotFoundError
 
 __all__ = ["add_database_args", "config_from_args", "engine_from_args", "migrate_to"]
 
@@ -36,10 +36,36 @@ def config_from_args(args: argparse.Namespace) -> ApdbConfig:
 
 
 def engine_from_args(args: argparse.Namespace) -> sa.Engine:
-    """Return an engine on the database (for migration commands; no schema check)."""
-    from apdb.sql.engine import make_engine
+    """Return an engine on the database (for migration commands; no schema check).
 
-    return make_engine(config_from_args(args))
+    Database errors of the engine are raised as `apdb.errors.ApdbError`
+    subclasses (`apdb.sql.errors_map`), so a command reports them in one line.
+
+    Raises
+    ------
+    ApdbNotFoundError
+        The URL names an SQLite file that does not exist (it is not created).
+    """
+    from sqlalchemy import event
+
+    from apdb.sql.engine import make_engine, sqlite_path
+    from apdb.sql.errors_map import database_error
+
+    engine = make_engine(config_from_args(args))
+    path = sqlite_path(engine.url)
+    if path is not None and not os.path.isfile(path):
+        engine.dispose()
+        raise ApdbNotFoundError(
+            f"SQLite file {path} does not exist, so it holds no APDB; create it with `apdb create`"
+        )
+    what = getattr(args, "command", None) or "database"
+
+    @event.listens_for(engine, "handle_error")
+    def _translate(context) -> None:
+        exc = context.original_exception
+        raise database_error(exc, what) from exc
+
+    return engine
 
 
 def migrate_to(args: argparse.Namespace, direction: str) -> int:

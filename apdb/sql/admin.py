@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 
 import sqlalchemy as sa
 
@@ -11,13 +12,14 @@ from apdb.config import ApdbConfig
 from apdb.errors import (
     ApdbConfigError,
     ApdbConfigMismatchError,
-    ApdbDatabaseError,
     ApdbError,
     ApdbNotFoundError,
     ApdbSchemaVersionError,
 )
 from apdb.schema import RUBIN_SCHEMA_VERSION, ApdbTables
 from apdb.sql import citus
+from apdb.sql.engine import sqlite_path
+from apdb.sql.errors_map import database_error, translate_errors
 
 __all__ = ["check_database", "create_schema", "has_apdb", "read_metadata", "row_counts"]
 
@@ -58,7 +60,7 @@ def create_schema(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> Non
             )
             migrate.upgrade(conn, "head")
     except sa.exc.SQLAlchemyError as exc:
-        raise ApdbDatabaseError(f"cannot create the APDB: {exc}") from exc
+        raise database_error(exc, "create the APDB") from exc
 
 
 def check_citus(conn: sa.Connection) -> None:
@@ -95,22 +97,30 @@ def check_database(engine: sa.Engine, md: sa.MetaData, config: ApdbConfig) -> di
 
     Raises
     ------
-    ApdbNotFoundError, ApdbSchemaVersionError, ApdbConfigMismatchError
+    ApdbNotFoundError
+        No such SQLite file, or no APDB in the database.
+    ApdbSchemaVersionError, ApdbConfigMismatchError
+        Other revision or settings.
+    ApdbDatabaseError, ApdbPermissionError
+        The database cannot be read (server down, not a database, no privilege).
     """
-    try:
-        with engine.connect() as conn:
-            if not has_apdb(conn):
-                raise ApdbNotFoundError(
-                    f"{engine.url.render_as_string()} holds no APDB; create it with "
-                    f"`apdb create` or Apdb.create()"
-                )
-            current = migrate.current_revision(conn)
-            head = migrate.head_revision()
-            if current != head:
-                raise ApdbSchemaVersionError(current, head)
-            stored = read_metadata(conn, md)
-    except sa.exc.OperationalError as exc:
-        raise ApdbDatabaseError(f"cannot connect to the APDB: {exc}") from exc
+    path = sqlite_path(engine.url)
+    if path is not None and not os.path.isfile(path):
+        raise ApdbNotFoundError(
+            f"SQLite file {path} does not exist, so it holds no APDB (opening never creates "
+            f"it); create it with `apdb create` or Apdb.create()"
+        )
+    with translate_errors("open the APDB"), engine.connect() as conn:
+        if not has_apdb(conn):
+            raise ApdbNotFoundError(
+                f"{engine.url.render_as_string()} holds no APDB; create it with "
+                f"`apdb create` or Apdb.create()"
+            )
+        current = migrate.current_revision(conn)
+        head = migrate.head_revision()
+        if current != head:
+            raise ApdbSchemaVersionError(current, head)
+        stored = read_metadata(conn, md)
     diff = {
         k: (v, stored.get(k)) for k, v in config.frozen_settings().items() if stored.get(k) != v
     }

@@ -17,6 +17,8 @@ from apdb.errors import (
     ApdbDatabaseError,
     ApdbInputError,
     ColumnTypeError,
+    InvalidIdError,
+    InvalidTimeError,
     MissingColumnsError,
     ReplicationDisabledError,
 )
@@ -26,7 +28,14 @@ from apdb.schema import ApdbTables
 from apdb.sky import Region
 from apdb.sql import admin, analysis, citus
 from apdb.sql.engine import WRITE, make_engine
-from apdb.sql.reads import id_filter, read_frame, region_filter
+from apdb.sql.errors_map import translate_methods
+from apdb.sql.reads import (
+    check_object_refs,
+    history_window,
+    id_filter,
+    read_frame,
+    region_filter,
+)
 from apdb.sql.replica import ApdbReplicaSql, ReplicaWriter
 from apdb.sql.transaction import lock_objects, write_transaction
 from apdb.sql.updates import ApdbMetadataSql, ApdbSqlUpdates
@@ -37,6 +46,7 @@ __all__ = ["ApdbSql"]
 _DAYS_PER_MONTH = 30.0
 
 
+@translate_methods  # every public method raises only ApdbError subclasses
 class ApdbSql(Apdb):
     """APDB on a SQL database.
 
@@ -49,7 +59,8 @@ class ApdbSql(Apdb):
 
     def __init__(self, config: ApdbConfig, *, _check: bool = True):
         self._config = config
-        self._engine = make_engine(config)
+        # Only create_database (unchecked) may create a missing SQLite file.
+        self._engine = make_engine(config, create=not _check)
         self._md = schema.make_metadata()
         self._use_settings({})
         if _check:
@@ -147,8 +158,7 @@ class ApdbSql(Apdb):
         include_withdrawn: bool = False,
     ) -> pd.DataFrame:
         table = self._table(name)
-        end = _mjd_tai(visit_time)
-        start = end - _DAYS_PER_MONTH * months
+        start, end = history_window(name.value, _mjd_tai(visit_time), months)
         clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
         if start_time is not None:  # an explicit window start overrides months
             clauses[0] = table.c.midpointMjdTai >= _window_start(name, start_time, end)
@@ -266,6 +276,7 @@ class ApdbSql(Apdb):
             bands=self._config.bands,
             sql_strings=self._config.sql_strings,
             index_order=self._config.sky.index_order,
+            max_midpoint_offset_days=self._config.max_midpoint_offset_days,
         )
 
     def store(
@@ -316,6 +327,13 @@ class ApdbSql(Apdb):
         ]
 
         def work(conn: sa.Connection) -> None:
+            # Sources must refer to stored objects or to this call's objects.
+            check_object_refs(
+                conn,
+                self._table(ApdbTables.DiaObject),
+                [sources, forced],
+                objects.values.get("diaObjectId", np.zeros(0, np.int64)),
+            )
             # The partition of a committed object never changes: no lock needed.
             citus.assign_partitions(
                 conn,
@@ -573,7 +591,7 @@ def _window_start(name: ApdbTables, start_time: Time, end_mjd: float) -> float:
         raise ColumnTypeError(name.value, "start_time", "astropy.time.Time", got)
     start = float(start_time.tai.mjd)
     if start > end_mjd:
-        raise ApdbInputError(
+        raise InvalidTimeError(
             name.value, f"start_time (MJD TAI {start}) is after visit_time (MJD TAI {end_mjd})"
         )
     return start
@@ -591,7 +609,10 @@ def _as_ids(table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         if arr.dtype.kind == "f" and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
             return arr.astype(np.int64)
         raise ColumnTypeError(table, "object_ids", "int64", str(arr.dtype))
-    return arr.astype(np.int64).ravel()
+    arr = arr.astype(np.int64).ravel()
+    if arr.size and arr.min() < 0:
+        raise InvalidIdError(table, "object_ids", arr[arr < 0].tolist())
+    return arr
 
 
 def _store_name(visits: Batch, visit_mjd: float) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import urllib.parse
+
 import sqlalchemy as sa
 from sqlalchemy import event
 
 from apdb.config import ApdbConfig
 from apdb.errors import ApdbConfigError
 
-__all__ = ["WRITE", "make_engine"]
+__all__ = ["WRITE", "make_engine", "sqlite_path"]
 
 # Execution option marking a connection that will write: on SQLite its
 # transaction starts with BEGIN IMMEDIATE, so two writers queue on the lock
@@ -16,8 +19,17 @@ __all__ = ["WRITE", "make_engine"]
 WRITE = "apdb_write"
 
 
-def make_engine(config: ApdbConfig) -> sa.Engine:
+def make_engine(config: ApdbConfig, *, create: bool = False) -> sa.Engine:
     """Create the engine for ``config.db_url``.
+
+    Parameters
+    ----------
+    config : `ApdbConfig`
+        Configuration.
+    create : `bool`, optional
+        Whether a missing SQLite file may be created.  Without it an SQLite
+        file is opened in SQLite's URI mode ``rw``: connecting to a file that
+        does not exist fails instead of leaving an empty file behind.
 
     Raises
     ------
@@ -31,7 +43,10 @@ def make_engine(config: ApdbConfig) -> sa.Engine:
     conn = config.connection
     if url.get_backend_name() == "sqlite":
         engine = sa.create_engine(url, connect_args={"timeout": conn.sqlite_timeout})
-        _setup_sqlite(engine, in_memory=url.database in (None, "", ":memory:"))
+        in_memory = url.database in (None, "", ":memory:")
+        _setup_sqlite(engine, in_memory=in_memory)
+        if not (in_memory or create or url.query.get("uri")):
+            _open_existing_only(engine, url.database)
         return engine
     if url.get_backend_name() == "postgresql":
         if url.get_driver_name() not in ("psycopg", ""):
@@ -48,6 +63,26 @@ def make_engine(config: ApdbConfig) -> sa.Engine:
             connect_args={"connect_timeout": int(conn.connect_timeout)},
         )
     raise ApdbConfigError(f"unsupported database backend {url.get_backend_name()!r}")
+
+
+def sqlite_path(url: str | sa.URL) -> str | None:
+    """Absolute path of an SQLite file URL; `None` for other URLs and memory."""
+    url = sa.make_url(url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if url.query.get("uri"):
+        return None
+    return os.path.abspath(url.database)
+
+
+def _open_existing_only(engine: sa.Engine, database: str) -> None:
+    """Connect with ``file:PATH?mode=rw`` (URI filenames): never create the file."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(database)) + "?mode=rw"
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect, _record, cargs, cparams) -> None:
+        cargs[:] = [uri]
+        cparams["uri"] = True
 
 
 def _setup_sqlite(engine: sa.Engine, in_memory: bool) -> None:

@@ -9,7 +9,9 @@ fetched through the DB-API.  Both end in `apdb.frames.to_frame`.
 from __future__ import annotations
 
 import json
+import numbers
 import select
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -18,11 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from apdb import schema
-from apdb.frames import to_frame
+from apdb.errors import InvalidTimeError, UnknownObjectError
+from apdb.frames import Batch, to_frame
 from apdb.sky import Region
 from apdb.sql.pgcopy import PG_TYPES, ReadField, decode_rows
 
-__all__ = ["id_filter", "read_frame", "region_filter"]
+__all__ = ["check_object_refs", "history_window", "id_filter", "read_frame", "region_filter"]
+
+DAYS_PER_MONTH = 30.0
 
 # Strings are sent as fixed-width bytes: UTF-8 needs at most 4 bytes a character.
 _UTF8_MAX = 4
@@ -34,7 +39,16 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
 
     Reads libpq's copy messages in a tight loop: psycopg's `Copy` iterator
     costs tens of microseconds per message, and binary COPY sends one message
-    per row.  The connection is left in its transaction, ready for more.
+    per row.  Waiting for the server (a query blocked on a lock, a slow
+    plan, the next network packet) happens in `select.select`, which releases
+    the GIL: libpq's blocking calls would hold it and freeze every thread of
+    the process.  The connection is left in its transaction, ready for more.
+
+    Raises
+    ------
+    psycopg.Error
+        The server's error (class of its SQLSTATE), or `psycopg.OperationalError`
+        when the connection is lost.
     """
     pgconn = raw.pgconn
     with raw.lock:
@@ -42,26 +56,148 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
         # psycopg keeps libpq in non-blocking mode: push the query out.
         while pgconn.flush():
             select.select([], [pgconn.socket], [])
-        result = pgconn.get_result()
+        result = _next_result(pgconn)
         if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
-            message = result.error_message.decode(errors="replace") if result else "no result"
-            while pgconn.get_result() is not None:
+            error = _copy_error(pgconn, result)
+            while _next_result(pgconn) is not None:
                 pass
-            raise psycopg.errors.DatabaseError(message)
+            raise error
         chunks = []
         get = pgconn.get_copy_data
         while True:
-            nbytes, data = get(0)
-            if nbytes < 0:
+            nbytes, data = get(1)  # 1: never block; 0 means "wait for more"
+            if nbytes > 0:
+                chunks.append(bytes(data))
+            elif nbytes == 0:
+                _wait_readable(pgconn)
+            else:
                 break
-            chunks.append(bytes(data))
         error = None
-        while (result := pgconn.get_result()) is not None:
+        if nbytes == -2:  # the stream broke (e.g. the server closed the connection)
+            error = _copy_error(pgconn, None)
+        while (result := _next_result(pgconn)) is not None:
             if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                error = result.error_message.decode(errors="replace")
-        if error:
-            raise psycopg.errors.DatabaseError(error)
+                error = _copy_error(pgconn, result)
+        if error is not None:
+            raise error
     return b"".join(chunks)
+
+
+def _wait_readable(pgconn: psycopg.pq.abc.PGconn) -> None:
+    """Wait (GIL released) until the server sends something, and read it in."""
+    select.select([pgconn.socket], [], [])
+    pgconn.consume_input()
+
+
+def _next_result(pgconn: psycopg.pq.abc.PGconn) -> psycopg.pq.abc.PGresult | None:
+    """`PGconn.get_result` without blocking in libpq."""
+    pgconn.consume_input()
+    while pgconn.is_busy():
+        _wait_readable(pgconn)
+    return pgconn.get_result()
+
+
+def _copy_error(pgconn: psycopg.pq.abc.PGconn, result: object | None) -> psycopg.Error:
+    """Return the psycopg exception of a failed COPY, with the class of its SQLSTATE.
+
+    A lost connection (no result, or a result without SQLSTATE) is a
+    `psycopg.OperationalError`, as psycopg itself raises it.
+    """
+    if result is None:
+        message = pgconn.get_error_message().decode(errors="replace").strip()
+        return psycopg.OperationalError(message or "the connection was lost during COPY")
+    message = result.error_message.decode(errors="replace").strip()
+    state = result.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+    if not state:
+        return psycopg.OperationalError(message)
+    cls = psycopg.errors.lookup(state.decode())
+    return cls(message)
+
+
+def history_window(
+    table: str, visit_mjd: float, months: object, start_mjd: float | None = None
+) -> tuple[float, float]:
+    """Return the ``[start, end)`` MJD TAI window of a history read.
+
+    Parameters
+    ----------
+    table : `str`
+        Table read (for messages).
+    visit_mjd : `float`
+        Visit time: the window's end.
+    months : `int`
+        Window length in months of `DAYS_PER_MONTH` days (used when
+        ``start_mjd`` is `None`).
+    start_mjd : `float`, optional
+        Explicit window start; overrides ``months``.
+
+    Raises
+    ------
+    InvalidTimeError
+        ``months`` is negative or not an integer, or ``start_mjd`` is after
+        the visit time.
+    """
+    if start_mjd is not None:
+        if not np.isfinite(start_mjd) or start_mjd > visit_mjd:
+            raise InvalidTimeError(
+                table,
+                f"history window start {start_mjd:.6f} is after the visit time {visit_mjd:.6f}",
+            )
+        return float(start_mjd), visit_mjd
+    if isinstance(months, bool) or not isinstance(months, numbers.Integral):
+        raise InvalidTimeError(table, f"history window months must be an integer, got {months!r}")
+    if months < 0:
+        raise InvalidTimeError(table, f"history window of {months} months is negative")
+    return visit_mjd - DAYS_PER_MONTH * int(months), visit_mjd
+
+
+def check_object_refs(
+    conn: sa.Connection, objects: sa.Table, batches: Iterable[Batch], known: np.ndarray
+) -> None:
+    """Refuse sources whose ``diaObjectId`` is neither stored nor in ``known``.
+
+    Run inside the store's transaction, so that the answer holds when the
+    sources are written.  Any stored version of an object counts.
+
+    Parameters
+    ----------
+    conn : `sqlalchemy.Connection`
+        Connection of the write transaction.
+    objects : `sqlalchemy.Table`
+        The DiaObject table.
+    batches : iterable of `apdb.frames.Batch`
+        Source batches (DiaSource, DiaForcedSource) to check; NULL
+        ``diaObjectId`` values (sources of Solar System objects) are skipped.
+    known : `numpy.ndarray`
+        ``diaObjectId`` values of the DiaObjects stored by the same call.
+
+    Raises
+    ------
+    UnknownObjectError
+        Ids found neither in ``known`` nor in the table; names the first
+        table that has them.
+    """
+    wanted: dict[str, np.ndarray] = {}
+    for batch in batches:
+        if batch.n == 0 or "diaObjectId" not in batch.values:
+            continue
+        ids = batch.values["diaObjectId"]
+        nulls = batch.null_mask("diaObjectId")
+        if nulls is not None:
+            ids = ids[~nulls]
+        ids = np.setdiff1d(ids.astype(np.int64), np.asarray(known, dtype=np.int64))
+        if ids.size:
+            wanted[batch.table] = ids
+    if not wanted:
+        return
+    needed = np.unique(np.concatenate(list(wanted.values())))
+    column = objects.c.diaObjectId
+    stmt = sa.select(column).distinct().where(id_filter(column, needed, conn.dialect.name))
+    found = np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
+    for table, ids in wanted.items():
+        missing = np.setdiff1d(ids, found)
+        if missing.size:
+            raise UnknownObjectError(table, missing.tolist())
 
 
 def region_filter(table: sa.Table, ranges: np.ndarray) -> sa.ColumnElement[bool]:

@@ -11,8 +11,9 @@ Views make the common questions one SELECT away:
   one row per measurement, with ``kind`` = 'detection' or 'forced'.
 
 On PostgreSQL a NOLOGIN role ``apdb_reader`` (created if missing; roles are
-per server) gets SELECT on the tables and views; analysts' login roles can be
-granted it.
+per server) gets SELECT on the tables and views and on ``alembic_version``
+(opening an APDB checks its revision); analysts' login roles can be granted
+it.  Revisions that add tables grant SELECT on them to it.
 """
 
 from typing import Sequence, Union
@@ -55,10 +56,12 @@ def upgrade() -> None:
         )
         for name in _TABLES:
             op.execute(f'GRANT SELECT ON "{name}" TO apdb_reader')
+        op.execute("GRANT SELECT ON alembic_version TO apdb_reader")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("REVOKE SELECT ON alembic_version FROM apdb_reader")
         for name in _TABLES:
             op.execute(f'REVOKE SELECT ON "{name}" FROM apdb_reader')
     op.execute('DROP VIEW "DiaLightCurve"')
