@@ -380,7 +380,9 @@ def to_frame(table: str, columns: dict[str, tuple[np.ndarray, np.ndarray | None]
             if nulls is not None and nulls.any():
                 arr = arr.copy()
                 arr[nulls] = None
-            data[name] = arr
+            # An explicit object Series: pandas 3 would infer its "str" dtype from
+            # a non-empty array but not from an empty one.
+            data[name] = pd.Series(arr, dtype=object, copy=False)
         else:
             data[name] = np.asarray(vals, dtype=col.numpy_dtype)
     return pd.DataFrame(data, copy=False)
