@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("apdb.cli.info", "Print row counts, schema revision and frozen config."),
     "lightcurve": ("apdb.cli.lightcurve", "Print (and plot) the light curve of a DiaObject."),
     "schema": ("apdb.cli.schema", "Compare with Rubin's apdb.yaml; draft a revision (diff)."),
+    "ppdb": ("apdb.cli.ppdb", "Create a PPDB; replicate an APDB's replica chunks into it."),
 }
 
 

@@ -205,17 +205,22 @@ def rows_in_chunks(
 
 def read_batch(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> Batch:
     """Read every column of the rows matching ``where`` as a `Batch` (NULLs kept)."""
-    from apdb.sql.reads import _read_generic, _read_postgres  # the column readers
-
-    infos = schema.table_columns(table.name)
-    if conn.dialect.name == "postgresql":
-        columns = _read_postgres(conn, table, infos, where)
-    else:
-        columns = _read_generic(conn, table, infos, where)
-    n = len(next(iter(columns.values()))[0]) if columns else 0
-    values = {k: v for k, (v, _) in columns.items()}
-    nulls = {k: m for k, (_, m) in columns.items() if m is not None and m.any()}
-    return Batch(table.name, n, values, nulls)
+    frame = read_frame(conn, table, where)
+    values: dict[str, np.ndarray] = {}
+    nulls: dict[str, np.ndarray] = {}
+    for info in schema.table_columns(table.name):
+        series = frame[info.name]
+        mask = series.isna().to_numpy()
+        kind = info.numpy_dtype.kind
+        if kind == "O":  # masked entries: a placeholder string
+            values[info.name] = np.where(mask, "", series.to_numpy(dtype=object)).astype(object)
+        elif kind == "f":
+            values[info.name] = series.to_numpy(dtype=info.numpy_dtype, na_value=np.nan)
+        else:
+            values[info.name] = series.to_numpy(dtype=info.numpy_dtype, na_value=0)
+        if mask.any():
+            nulls[info.name] = mask
+    return Batch(table.name, len(frame), values, nulls)
 
 
 class ApdbReplicaSql:
