@@ -276,14 +276,20 @@ def test_histories_in_alerts_match_the_apdb(pipeline_run):
 
 
 def readme_queries():
-    """The SQL blocks of the README's alerts/analyst section."""
+    """The SQL blocks of the documented analyst queries (README.md and docs/*.md).
+
+    Every fenced ``sql`` block whose first line is ``-- analyst query`` is
+    collected, wherever the documentation keeps it.
+    """
     import re
     from pathlib import Path
 
-    text = (Path(__file__).parents[3] / "README.md").read_text()
-    section = text.split("## Alerts, the end-to-end pipeline and the analyst's view", 1)[1]
-    section = section.split("\n## ", 1)[0]
-    return re.findall(r"```sql\n(.*?)```", section, flags=re.S)
+    root = Path(__file__).parents[3]
+    queries = []
+    for path in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        blocks = re.findall(r"```sql\n(.*?)```", path.read_text(), flags=re.S)
+        queries += [b for b in blocks if b.lstrip().startswith("-- analyst query")]
+    return queries
 
 
 def test_readme_example_queries_run(pipeline_run):
