@@ -254,9 +254,9 @@ def estimate_psf_sigma(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
     bad = (mask & int(MaskPlane.SAT | MaskPlane.BAD | MaskPlane.NO_DATA | MaskPlane.CR)) != 0
     noise = float(np.sqrt(np.nanmedian(variance[~bad])))
     smooth = ndimage.gaussian_filter(np.where(bad, 0.0, image), 1.0)
-    peaks = (smooth == ndimage.maximum_filter(smooth, size=15)) & (smooth > 10 * noise)
+    peaks = (smooth == ndimage.maximum_filter(smooth, size=21)) & (smooth > 10 * noise)
     ys, xs = np.nonzero(peaks)
-    half = 7
+    half = 10
     inside = (
         (ys >= half) & (xs >= half) & (ys < image.shape[0] - half) & (xs < image.shape[1] - half)
     )
@@ -266,9 +266,9 @@ def estimate_psf_sigma(image: np.ndarray, variance: np.ndarray, mask: np.ndarray
         stamp = image[window].astype(float)
         if bad[window].any() or stamp.max() < 50 * noise or stamp.sum() <= 0:
             continue
-        # isolated: nothing else above a tenth of the peak away from the centre
-        yy, xx = np.mgrid[-half : half + 1, -half : half + 1]
-        if (stamp[np.hypot(xx, yy) > 4] > 0.1 * stamp.max()).any():
+        # isolated: no other local maximum above a tenth of the peak in the stamp
+        maxima = (stamp == ndimage.maximum_filter(stamp, size=3)) & (stamp > 0.1 * stamp.max())
+        if maxima.sum() > 1:
             continue
         stamps.append(stamp / stamp.sum())
     if len(stamps) < 5:
