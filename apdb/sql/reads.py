@@ -69,7 +69,15 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
             if nbytes > 0:
                 chunks.append(bytes(data))
             elif nbytes == 0:
-                _wait_readable(pgconn)
+                # Read what the socket already holds; wait only when it is empty.
+                pgconn.consume_input()
+                nbytes, data = get(1)
+                if nbytes > 0:
+                    chunks.append(bytes(data))
+                elif nbytes == 0:
+                    _wait_readable(pgconn)
+                else:
+                    break
             else:
                 break
         error = None
