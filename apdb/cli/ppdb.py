@@ -34,6 +34,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--interval", type=float, default=30.0, metavar="SECONDS", help="poll period of --follow"
     )
     rep.add_argument("--max-chunks", type=int, default=None, help="stop after N chunks")
+    exp = sub.add_parser(
+        "export-hats", help="export DiaObjects with nested sources as a HATS catalog (LSDB)"
+    )
+    exp.add_argument("url", help="URL of the PPDB (or of an APDB)")
+    exp.add_argument("out_dir", help="catalog directory (created; re-exports are incremental)")
+    exp.add_argument("--order", type=int, default=5, help="HEALPix order of the partitions")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -47,6 +53,18 @@ def main(args: argparse.Namespace) -> int:
             print(f"PPDB ready at {args.url} (schema revision {db.schema_version()})")
         return 0
     from apdb.config import ApdbConfig
+
+    if args.ppdb_command == "export-hats":
+        from apdb.hats_export import export_hats
+
+        with ApdbSql(ApdbConfig(db_url=args.url)) as db:
+            stats = export_hats(db, args.out_dir, order=args.order)
+        print(
+            f"exported {stats.objects} DiaObjects into {stats.partitions} partitions of "
+            f"order {args.order} at {args.out_dir}: {stats.written} written, "
+            f"{stats.removed} removed, {stats.partitions - stats.written} unchanged"
+        )
+        return 0
 
     apdb = ApdbSql(ApdbConfig(db_url=args.apdb_url))
     try:
