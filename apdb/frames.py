@@ -165,6 +165,68 @@ def _convert(table: str, col: ColumnInfo, series: pd.Series) -> tuple[np.ndarray
     return vals.astype(col.numpy_dtype), nulls
 
 
+def _convert_array(
+    table: str, col: ColumnInfo, arr: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """`_convert` of a plain numpy column (bool, int, float) without pandas.
+
+    Same checks and messages as `_convert`; `None` when the column needs the
+    general path (strings, a type error to report).
+    """
+    dt = col.datatype
+    kind = arr.dtype.kind
+    if dt in ("char", "string", "text") or kind not in "biuf" or (kind == "b" and dt != "boolean"):
+        return None
+    if kind == "f":
+        vals = arr.astype(np.float64, copy=False)
+        nulls = np.isnan(vals)
+    else:
+        vals = arr
+        nulls = np.zeros(len(arr), bool)
+    if dt in ("double", "float"):
+        with np.errstate(over="ignore"):
+            out = vals.astype(col.numpy_dtype)
+        if out.dtype != vals.dtype and (np.isinf(out) & np.isfinite(vals)).any():
+            return None  # out of range: reported by _convert
+        return out, nulls
+    if dt == "boolean":
+        if kind == "f" or kind in "iu":
+            ok = nulls | (vals == 0) | (vals == 1)
+            if not ok.all():
+                return None
+            return np.where(nulls, 0, vals).astype(bool), nulls
+        return vals.astype(bool), nulls
+    lo, hi = _INT_RANGE[dt]
+    if kind == "f":
+        finite = vals[~nulls]
+        if np.any(finite != np.round(finite)) or (
+            finite.size and (finite.min() < lo or finite.max() > hi)
+        ):
+            return None
+        return np.where(nulls, 0, vals).astype(col.numpy_dtype), nulls
+    if vals.size and (vals.min() < lo or vals.max() > hi):
+        return None
+    return vals.astype(col.numpy_dtype), nulls
+
+
+def _plain_arrays(df: pd.DataFrame, names: set[str]) -> dict[str, np.ndarray]:
+    """Return numpy arrays of the plain bool/int/float columns of ``df`` among ``names``.
+
+    The arrays are read from the frame's column storage without building a
+    `pandas.Series` per column (which costs more than validating it).
+    """
+    # DataFrame._get_column_array (pandas >= 1.3) returns the column's array
+    # as stored; the public fallback builds a Series.
+    get = getattr(df, "_get_column_array", None)
+    out: dict[str, np.ndarray] = {}
+    for j, (name, dtype) in enumerate(df.dtypes.items()):
+        if name in names and isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+            arr = get(j) if get is not None else df.iloc[:, j].to_numpy()
+            if isinstance(arr, np.ndarray) and arr.dtype == dtype:
+                out[name] = arr
+    return out
+
+
 def _convert_strings(
     table: str, col: ColumnInfo, series: pd.Series
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -238,10 +300,15 @@ def prepare(
         raise MissingColumnsError(table, missing)
     defaults = schema.store_defaults(table)
     computed = schema.COMPUTED_COLUMNS.get(table, ())
-    for col in schema.table_columns(table):
+    infos = schema.table_columns(table)
+    plain = _plain_arrays(df, {c.name for c in infos})
+    for col in infos:
         if col.name in computed:
             continue
-        if col.name in df.columns:
+        converted = _convert_array(table, col, plain[col.name]) if col.name in plain else None
+        if converted is not None:
+            vals, nulls = converted
+        elif col.name in df.columns:
             vals, nulls = _convert(table, col, df[col.name])
         elif col.name in defaults:
             value = defaults[col.name]
@@ -325,12 +392,26 @@ def _check_unique(batch: Batch) -> None:
     for key in UNIQUE_KEYS.get(batch.table, []):
         if not all(k in batch.values for k in key):
             continue
+        if _all_distinct([batch.values[k] for k in key]):
+            continue
         frame = pd.DataFrame({k: batch.values[k] for k in key})
         dup = frame.duplicated(keep=False)
         if dup.any():
             rows = frame[dup].drop_duplicates()
             ids = rows.iloc[:, 0].tolist() if len(key) == 1 else list(rows.itertuples(False))
             raise DuplicateIdError(batch.table, "/".join(key), ids)
+
+
+def _all_distinct(columns: list[np.ndarray]) -> bool:
+    """Whether the rows of integer ``columns`` are pairwise distinct (numpy only)."""
+    if any(c.dtype.kind not in "iu" for c in columns):
+        return False  # let the general check decide
+    if len(columns) == 1:
+        vals = np.sort(columns[0])
+        return not np.any(vals[1:] == vals[:-1])
+    order = np.lexsort(columns[::-1])
+    rows = np.stack([c[order] for c in columns], axis=1)
+    return not np.any(np.all(rows[1:] == rows[:-1], axis=1))
 
 
 def _check_coordinates(batch: Batch) -> None:

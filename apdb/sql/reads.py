@@ -1,9 +1,11 @@
 """Read queries: region, object-id and time-window selections.
 
-Statements are built with SQLAlchemy Core.  On PostgreSQL the result is
-streamed with ``COPY (SELECT ...) TO STDOUT (FORMAT BINARY)`` and decoded by
-numpy (`apdb.sql.pgcopy`): no Python object per value.  On SQLite rows are
-fetched through the DB-API.  Both end in `apdb.frames.to_frame`.
+Statements are built with SQLAlchemy Core; the wide select list of each
+table is compiled once (`apdb.sql.read_plan`), only the ``WHERE`` clause per
+call.  On PostgreSQL the result is streamed with ``COPY (SELECT ...) TO STDOUT
+(FORMAT BINARY)`` and decoded by numpy (`apdb.sql.pgcopy`): no Python object
+per value.  On SQLite rows come from the raw `sqlite3` cursor and are turned
+into columns by numpy.  Both end in `apdb.frames.to_frame`.
 """
 
 from __future__ import annotations
@@ -19,19 +21,14 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from apdb import schema
 from apdb.errors import InvalidTimeError, UnknownObjectError
 from apdb.frames import Batch, to_frame
 from apdb.sky import Region
-from apdb.sql.pgcopy import PG_TYPES, ReadField, decode_rows
+from apdb.sql.read_plan import read_plan
 
 __all__ = ["check_object_refs", "history_window", "id_filter", "read_frame", "region_filter"]
 
 DAYS_PER_MONTH = 30.0
-
-# Strings are sent as fixed-width bytes: UTF-8 needs at most 4 bytes a character.
-_UTF8_MAX = 4
-_ASCII = np.array([chr(i) for i in range(128)], dtype=object)
 
 
 def copy_out(raw: psycopg.Connection, query: str) -> bytes:
@@ -264,11 +261,7 @@ def read_frame(
     frame : `pandas.DataFrame`
         Schema dtypes (`apdb.schema.ColumnInfo.pandas_dtype`).
     """
-    infos = schema.table_columns(table.name)
-    if conn.dialect.name == "postgresql":
-        columns = _read_postgres(conn, table, infos, where)
-    else:
-        columns = _read_generic(conn, table, infos, where)
+    columns = read_plan(table, conn.dialect).read(conn, where)
     if region is not None and "ra" in columns:
         keep = region.contains(columns["ra"][0], columns["dec"][0])
         if not keep.all():
@@ -276,83 +269,3 @@ def read_frame(
                 k: (v[keep], None if m is None else m[keep]) for k, (v, m) in columns.items()
             }
     return to_frame(table.name, columns)
-
-
-def _read_generic(conn, table, infos, where) -> dict:
-    stmt = sa.select(*[table.c[c.name] for c in infos])
-    if where is not None:
-        stmt = stmt.where(where)
-    rows = conn.execute(stmt).fetchall()
-    out = {}
-    if not rows:
-        for c in infos:
-            out[c.name] = (np.zeros(0, dtype=c.numpy_dtype), None)
-        return out
-    cols = list(zip(*rows, strict=True))
-    for c, values in zip(infos, cols, strict=True):
-        obj = np.array(values, dtype=object)
-        nulls = np.equal(obj, None)
-        if c.numpy_dtype.kind == "O":
-            out[c.name] = (obj, nulls if nulls.any() else None)
-            continue
-        if nulls.any():
-            obj[nulls] = 0
-        out[c.name] = (obj.astype(c.numpy_dtype), nulls if nulls.any() else None)
-    return out
-
-
-def _read_postgres(conn, table, infos, where) -> dict:
-    exprs: list[sa.ColumnElement] = []
-    fields: list[ReadField] = []
-    for c in infos:
-        col = table.c[c.name]
-        if c.datatype in ("double", "float"):
-            nan = sa.literal_column("'NaN'", type_=col.type)
-            exprs.append(sa.func.coalesce(col, sa.cast(nan, col.type)))
-            fields.append(ReadField(c.name, PG_TYPES[c.datatype][0]))
-            continue
-        if c.datatype == "char" and c.length == 1:
-            # One ASCII character (bands): its code as a smallint, 0 for NULL.
-            exprs.append(sa.cast(sa.func.coalesce(sa.func.ascii(col), 0), sa.SmallInteger))
-            fields.append(ReadField(c.name, ">i2"))
-            continue
-        if c.datatype in ("char", "string", "text"):
-            width = _UTF8_MAX * (c.length or 256)
-            raw = sa.func.convert_to(sa.func.coalesce(sa.cast(col, sa.Text), ""), "UTF8")
-            hexed = sa.func.rpad(sa.func.encode(raw, "hex"), 2 * width, "0")
-            exprs.append(sa.func.decode(hexed, "hex"))
-            fields.append(ReadField(c.name, f"S{width}"))
-        elif c.nullable:
-            exprs.append(sa.func.coalesce(col, sa.false() if c.datatype == "boolean" else 0))
-            fields.append(ReadField(c.name, PG_TYPES[c.datatype][0]))
-        else:
-            exprs.append(col)
-            fields.append(ReadField(c.name, PG_TYPES[c.datatype][0]))
-        if c.nullable:
-            exprs.append(col.is_(None))
-            fields.append(ReadField(c.name + "__null", "u1"))
-    stmt = sa.select(*exprs)
-    if where is not None:
-        stmt = stmt.where(where)
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    raw = conn.connection.driver_connection
-    # COPY takes no server-side parameters: psycopg binds them client-side.
-    select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
-    decoded = decode_rows(copy_out(raw, f"COPY ({select}) TO STDOUT (FORMAT BINARY)"), fields)
-    out = {}
-    for c in infos:
-        vals = decoded[c.name]
-        nulls = decoded.get(c.name + "__null")
-        nulls = nulls.astype(bool) if nulls is not None and nulls.any() else None
-        if c.datatype in ("double", "float"):
-            nan = np.isnan(vals)
-            nulls = nan if nan.any() else None
-        elif c.datatype == "boolean":
-            vals = vals.astype(bool)
-        elif c.datatype == "char" and c.length == 1:
-            nulls = vals == 0 if np.any(vals == 0) else None
-            vals = _ASCII[np.clip(vals, 0, 127)]
-        elif c.datatype in ("char", "string", "text"):
-            vals = np.array([b.decode("utf-8") for b in vals], dtype=object)
-        out[c.name] = (vals, nulls)
-    return out
