@@ -138,16 +138,22 @@ class OursBackend(Backend):
     Parameters
     ----------
     url : `str`
-        ``postgresql+psycopg://`` URL of an empty database.
+        ``postgresql+psycopg://`` URL of an empty database (or ``sqlite:///`` of a
+        new file).
     config : `WorkloadConfig`
         Workload (for the field geometry).
+    name : `str`, optional
+        Name in the report (default ``apdb (ours)``).
     """
 
     name = "apdb (ours)"
 
-    def __init__(self, url: str, config: WorkloadConfig):
+    def __init__(self, url: str, config: WorkloadConfig, name: str | None = None):
         super().__init__(url, config)
         from apdb import Apdb
+
+        if name is not None:
+            self.name = name
         from apdb.sky import Cone
 
         self.apdb = Apdb.create(url)

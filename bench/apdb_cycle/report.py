@@ -6,6 +6,7 @@ PHASES = ("objects", "sources", "forced", "store")
 ALL = (*PHASES, "total")
 REFERENCE_PREFIX = "lsst-dax-apdb"
 OURS = "apdb (ours)"
+OURS_SQLITE = "apdb (ours, sqlite)"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -83,6 +84,8 @@ def summarize(visits: list[dict], names: list[str]) -> dict:
 def _short(name: str) -> str:
     if name == OURS:
         return "ours"
+    if name == OURS_SQLITE:
+        return "sqlite"
     mode = name[len(REFERENCE_PREFIX) :].strip(" []")
     return {"last_object_table": "ref-last", "baseline": "ref-base"}.get(mode, f"ref-{mode}")
 

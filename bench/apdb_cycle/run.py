@@ -46,6 +46,7 @@ import platform
 import pstats
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -56,7 +57,7 @@ import numpy as np  # noqa: E402
 
 from bench.apdb_cycle.backends import Backend, OursBackend, ReferenceBackend  # noqa: E402
 from bench.apdb_cycle.copy_limit import CopyLimit  # noqa: E402
-from bench.apdb_cycle.report import print_report, summarize  # noqa: E402
+from bench.apdb_cycle.report import OURS_SQLITE, print_report, summarize  # noqa: E402
 from bench.apdb_cycle.server import Server  # noqa: E402
 from bench.apdb_cycle.workload import DeepFieldWorkload, VisitData, WorkloadConfig  # noqa: E402
 
@@ -95,6 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "its own database, and the fastest one is the headline (default last_object_table)",
     )
     p.add_argument("--no-copy-limit", action="store_true", help="skip the raw COPY measurement")
+    p.add_argument(
+        "--sqlite",
+        action="store_true",
+        help="also run ours on a SQLite file (a temporary directory), same visits, same run",
+    )
     p.add_argument(
         "--server-dsn",
         default=None,
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     profiler = cProfile.Profile() if args.profile else None
-    with Server(args.server_dsn, pg_stats=args.pg_stats) as server:
+    with contextlib.ExitStack() as stack, Server(args.server_dsn, pg_stats=args.pg_stats) as server:
         backends: list[Backend] = []
         if args.only in ("both", "reference"):
             for mode in dict.fromkeys(args.ref_index):
@@ -229,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("both", "ours"):
             url = server.create_database("bench_ours", driver="psycopg")
             backends.append(OursBackend(url, config))
+            if args.sqlite:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apdb_cycle_"))
+                backends.append(
+                    OursBackend(f"sqlite:///{tmp}/ours.sqlite3", config, name=OURS_SQLITE)
+                )
         copy_limit = None
         if not args.no_copy_limit:
             server.create_database("bench_copy_limit", driver="psycopg")
@@ -270,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 record["results"][backend.name] = run_cycle(backend, vd, prof)
             if copy_limit is not None:
                 # The rows our store writes (all generated columns without it).
-                ours = next((b for b in backends if isinstance(b, OursBackend)), None)
+                ours = next((b for b in backends if b.name == OursBackend.name), None)
                 frames = {
                     "DiaObject": vd.dia_objects,
                     "DiaSource": vd.dia_sources,
