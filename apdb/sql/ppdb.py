@@ -11,7 +11,8 @@ replicated chunks are deleted from the APDB only.  One extra table,
 1. in ONE PPDB transaction: the chunk's rows (their current values, read from
    the APDB by the keys the chunk recorded) are upserted (PostgreSQL: binary
    ``COPY`` into a temporary table, then ``INSERT ... ON CONFLICT (primary
-   key) DO UPDATE``; SQLite: ``INSERT OR REPLACE``), the chunk's update
+   key) DO UPDATE``, the APDB's binary COPY stream passed through unchanged
+   when both are PostgreSQL; SQLite: ``INSERT OR REPLACE``), the chunk's update
    records are applied in order (each sets values, so replaying changes
    nothing), and the chunk is inserted into ``PpdbReplicaChunk``;
 2. then the chunk is deleted from the APDB.
@@ -34,6 +35,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
 
@@ -213,19 +215,31 @@ def _copy_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int, done: sa.Table) -> 
     updates = apdb.get_update_record_chunks([chunk_id])
     ids = np.array([chunk_id], np.int64)
     n_rows = 0
+    # PostgreSQL to PostgreSQL: the binary COPY stream of the APDB's rows goes
+    # into the PPDB's COPY unchanged (same columns, same types, same order).
+    raw = apdb.engine.dialect.name == ppdb.engine.dialect.name == "postgresql"
     with apdb.engine.connect() as aconn, aconn.begin():
         if aconn.dialect.name == "postgresql":  # one snapshot for every table
             aconn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        dialect = aconn.dialect.name
+        read = _read_raw if raw else read_batch
         batches = [
-            read_batch(aconn, amd.tables[name], rows_in_chunks(amd, name, ids, aconn.dialect.name))
+            read(aconn, amd.tables[name], rows_in_chunks(amd, name, ids, dialect))
             for name in _DATA_TABLES
         ]
     with ppdb.engine.connect() as pconn:
         pconn = pconn.execution_options(**{WRITE: True})
         with pconn.begin():
             for batch in batches:
-                _upsert(pconn, pmd.tables[batch.table], batch)
-                n_rows += batch.n
+                if isinstance(batch, Batch):
+                    _upsert(pconn, pmd.tables[batch.table], batch)
+                    n_rows += batch.n
+                else:
+                    name, data, n = batch
+                    if n:
+                        cols = [c.name for c in schema.table_columns(name)]
+                        _merge(pconn, pmd.tables[name], cols, data)
+                    n_rows += n
             _crash_point("after_rows")
             for record in updates:
                 _apply(pconn, pmd, record)
@@ -250,6 +264,30 @@ def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
         stmt = sa.insert(table).prefix_with("OR REPLACE")
         conn.execute(stmt, [dict(zip(cols, r, strict=True)) for r in batch.records()])
         return
+    fields = [make_field(batch.values[c], schema.column_info(table.name, c).datatype) for c in cols]
+    _merge(conn, table, cols, encode_rows(fields, batch.n, [batch.null_mask(c) for c in cols]))
+
+
+def _read_raw(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]):
+    """``(table name, binary COPY stream, row count)`` of every column, schema order."""
+    cols = [c.name for c in schema.table_columns(table.name)]
+    stmt = sa.select(*[table.c[c] for c in cols]).where(where)
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    raw = conn.connection.driver_connection
+    # COPY takes no server-side parameters: psycopg binds them client-side.
+    select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
+    parts = []
+    with raw.cursor() as cur:
+        query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(pgsql.SQL(select))
+        with cur.copy(query) as copy:
+            for data in copy:
+                parts.append(bytes(data))
+        n = cur.rowcount
+    return table.name, b"".join(parts), int(n)
+
+
+def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> None:
+    """Binary COPY ``data`` into a temporary table, then upsert it into ``table``."""
     stage = f"ppdb_stage_{table.name}"
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
@@ -258,10 +296,6 @@ def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
                 pgsql.Identifier(stage), pgsql.Identifier(table.name)
             )
         )
-        fields = [
-            make_field(batch.values[c], schema.column_info(table.name, c).datatype) for c in cols
-        ]
-        data = encode_rows(fields, batch.n, [batch.null_mask(c) for c in cols])
         names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
         copy_sql = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             pgsql.Identifier(stage), names
