@@ -19,7 +19,7 @@ RUBIN_TABLES = [
     "SSSource",
     "DiaObject_To_Object_Match",
 ]
-OUR_COLUMNS = {"pixelId"}
+OUR_COLUMNS = {"pixelId", "partitionId"}  # our sky index and the Citus partition (0004)
 
 
 @pytest.fixture(scope="module")
@@ -135,4 +135,9 @@ def test_required_columns():
         "detector",
         "midpointMjdTai",
     }
-    assert {t.value for t in ApdbTables} == set(metadata.tables)
+    # every table is an APDB table or a replica-chunk table (revision 0005)
+    from apdb.replica_schema import ReplicaTables
+
+    assert {t.value for t in ApdbTables} | {t.value for t in ReplicaTables} == set(
+        metadata.tables
+    )
