@@ -19,9 +19,10 @@ from apdb.testing.catalogs import make_dia_objects, make_dia_sources, random_pos
 def _diff(conn: sa.Connection) -> list:
     ctx = MigrationContext.configure(conn, opts={"compare_type": True})
     # A Citus APDB's keys start with its distribution column (revision 0004).
-    citus = conn.dialect.name == "postgresql" and conn.exec_driver_sql(
-        "SELECT 1 FROM pg_extension WHERE extname = 'citus'"
-    ).scalar()
+    citus = (
+        conn.dialect.name == "postgresql"
+        and conn.exec_driver_sql("SELECT 1 FROM pg_extension WHERE extname = 'citus'").scalar()
+    )
     return compare_metadata(ctx, make_metadata(citus=True) if citus else metadata)
 
 
