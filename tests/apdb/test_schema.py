@@ -138,6 +138,4 @@ def test_required_columns():
     # every table is an APDB table or a replica-chunk table (revision 0005)
     from apdb.replica_schema import ReplicaTables
 
-    assert {t.value for t in ApdbTables} | {t.value for t in ReplicaTables} == set(
-        metadata.tables
-    )
+    assert {t.value for t in ApdbTables} | {t.value for t in ReplicaTables} == set(metadata.tables)
