@@ -14,7 +14,7 @@ DEFAULT_APDB_URL = "sqlite:///apdb.sqlite3"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``apdb-pipeline run``."""
-    parser.add_argument("data_dir", type=Path, help="data directory (see the README's layout)")
+    parser.add_argument("data_dir", type=Path, help="data directory (layout: docs/data_layout.md)")
     parser.add_argument(
         "--apdb-url",
         default=DEFAULT_APDB_URL,
