@@ -102,11 +102,17 @@ def _compile(name: str) -> tuple[str, int, int, float]:
     """Compile (or load) one kernel's signatures; return (name, hits, misses, seconds)."""
     start = time.perf_counter()
     dispatcher = _dispatcher(name)
+
+    def counts() -> tuple[int, int]:
+        # numba's statistics add up over the process: count this call's only
+        stats = dispatcher.stats
+        return sum(stats.cache_hits.values()), sum(stats.cache_misses.values())
+
+    hits0, misses0 = counts()
     for spec in SIGNATURES[name]:
         dispatcher.compile(signature_types(spec))
-    stats = dispatcher.stats
-    hits, misses = sum(stats.cache_hits.values()), sum(stats.cache_misses.values())
-    return name, hits, misses, time.perf_counter() - start
+    hits, misses = counts()
+    return name, hits - hits0, misses - misses0, time.perf_counter() - start
 
 
 def _cached_on_disk(name: str) -> bool:
