@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from apdb.config import ApdbConfig
 from apdb.errors import ApdbConfigError, ApdbNotFoundError
 
-__all__ = ["add_database_args", "config_from_args", "engine_from_args", "migrate_to"]
+__all__ = ["add_database_args", "config_from_args", "engine_from_args"]
 
 
 def add_database_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -66,33 +66,3 @@ def engine_from_args(args: argparse.Namespace) -> sa.Engine:
         raise database_error(exc, what) from exc
 
     return engine
-
-
-def migrate_to(args: argparse.Namespace, direction: str) -> int:
-    """Run ``migrate.upgrade`` or ``migrate.downgrade`` to ``args.revision`` and report it.
-
-    Parameters
-    ----------
-    args : `argparse.Namespace`
-        Parsed arguments with the database and ``revision``.
-    direction : `str`
-        ``"upgrade"`` or ``"downgrade"``.
-
-    Returns
-    -------
-    status : `int`
-        The exit status (0).
-    """
-    from apdb import migrate
-
-    step = {"upgrade": migrate.upgrade, "downgrade": migrate.downgrade}[direction]
-    engine = engine_from_args(args)
-    try:
-        with engine.begin() as conn:
-            before = migrate.current_revision(conn)
-            step(conn, args.revision)
-            after = migrate.current_revision(conn)
-    finally:
-        engine.dispose()
-    print(f"{direction}d {before} -> {after}")
-    return 0
