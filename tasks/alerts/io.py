@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +256,3 @@ def iter_alert_file(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 def read_alert_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Read all alerts of an Avro container file."""
     return list(iter_alert_file(path))
-
-
-def serialize_alerts(alerts: Iterable[dict[str, Any]], schema: AlertSchema) -> list[bytes]:
-    """Serialise alerts one by one (schemaless, strict) for a message stream."""
-    return [schema.serialize(alert) for alert in alerts]

@@ -177,11 +177,6 @@ class DcrModel:
         """Calibration of the model (shared by the sub-filters)."""
         return self.subfilters[0].photo_calib
 
-    @property
-    def wavelength_limits(self) -> np.ndarray:
-        """``(n, 2)`` wavelength limits of the sub-filters (nm)."""
-        return subfilter_wavelengths(self.band, self.n_subfilters)
-
     def _any_usable(self) -> bool:
         return any(has_usable_pixel(exp.image, exp.mask, int(_UNUSABLE)) for exp in self.subfilters)
 

@@ -141,11 +141,6 @@ class Exposure:
         """Return the WCS of array indices (``[0, 0]`` is the first pixel of ``bbox``)."""
         return shift_wcs(self._require_wcs(), self.bbox.x0, self.bbox.y0)
 
-    def contains_sky(self, ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
-        """Whether sky positions fall on the image (half-pixel convention)."""
-        x, y = self.sky_to_pixel(ra, dec)
-        return np.asarray(self.bbox.contains(x, y))
-
     # -- copies and cutouts ---------------------------------------------
     def _with_arrays(
         self, image: np.ndarray, mask: np.ndarray, variance: np.ndarray, bbox: Box2I
