@@ -153,10 +153,18 @@ class ApdbSql(Apdb):
         visit_time: Time,
         region: Region | None,
         object_ids: Iterable[int] | np.ndarray | None,
-        months: int,
+        months: int | None,
         start_time: Time | None = None,
         include_withdrawn: bool = False,
     ) -> pd.DataFrame:
+        if months is not None and start_time is not None:
+            raise ApdbInputError(name.value, "give months or start_time, not both")
+        if months is None:
+            months = (
+                self._config.dia_source_history_months
+                if name is ApdbTables.DiaSource
+                else self._config.dia_forced_source_history_months
+            )
         table = self._table(name)
         start, end = history_window(name.value, _mjd_tai(visit_time), months)
         clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
@@ -190,10 +198,6 @@ class ApdbSql(Apdb):
         ``start_time`` replaces the months window start; withdrawn rows are
         left out unless ``include_withdrawn`` (see `Apdb.get_dia_sources`).
         """
-        if months is not None and start_time is not None:
-            raise ApdbInputError("DiaSource", "give months or start_time, not both")
-        if months is None:
-            months = self._config.dia_source_history_months
         return self._history(
             ApdbTables.DiaSource,
             visit_time,
@@ -219,10 +223,6 @@ class ApdbSql(Apdb):
         ``start_time`` replaces the months window start; withdrawn rows are
         left out unless ``include_withdrawn`` (see `Apdb.get_dia_sources`).
         """
-        if months is not None and start_time is not None:
-            raise ApdbInputError("DiaForcedSource", "give months or start_time, not both")
-        if months is None:
-            months = self._config.dia_forced_source_history_months
         return self._history(
             ApdbTables.DiaForcedSource,
             visit_time,
