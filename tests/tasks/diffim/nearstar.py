@@ -46,6 +46,56 @@ class Pair:
     host_snr: np.ndarray  # S/N of the host star (NaN: isolated)
 
 
+def deep_template(
+    rng: np.random.Generator,
+    tbox: Box2I,
+    wcs,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    sigma: float = TMPL_SIGMA,
+) -> Exposure:
+    """A deep (30 exposures' worth of sky noise), sharp Gaussian-PSF template."""
+    tmpl = render_sources(tbox, GaussianPsf(sigma), x, y, flux)
+    tvar = (SKY + READ**2) / 30.0
+    tmpl = tmpl + rng.normal(0.0, np.sqrt(tvar), tmpl.shape)
+    return Exposure(
+        tmpl.astype(np.float32),
+        None,
+        np.full(tbox.shape, tvar, np.float32),
+        wcs,
+        tbox,
+        psf=GaussianPsf(sigma),
+        photo_calib=PhotoCalib(1.0),
+    )
+
+
+def science_exposure(
+    rng: np.random.Generator,
+    bbox: Box2I,
+    wcs,
+    x: np.ndarray,
+    y: np.ndarray,
+    flux: np.ndarray,
+    info: VisitInfo,
+    detector: int,
+) -> Exposure:
+    """A single-epoch Gaussian-PSF science image (sky and read noise, source noise)."""
+    model = render_sources(bbox, GaussianPsf(SCI_SIGMA), x, y, flux)
+    image, variance = add_noise(model, SKY, READ, rng)
+    return Exposure(
+        image.astype(np.float32),
+        None,
+        variance.astype(np.float32),
+        wcs,
+        bbox,
+        psf=GaussianPsf(SCI_SIGMA),
+        photo_calib=PhotoCalib(1.0),
+        visit_info=info,
+        detector=detector,
+    )
+
+
 def make_pair(
     seed: int,
     *,
@@ -90,27 +140,10 @@ def make_pair(
     n_t = len(tx)
     t_flux = rng.uniform(*transient_snr, n_t) * sigma_counts
     # template: deep and sharp
-    tmpl = render_sources(tbox, GaussianPsf(TMPL_SIGMA), x, y, star_flux)
-    tvar = (SKY + READ**2) / 30.0
-    tmpl = tmpl + rng.normal(0.0, np.sqrt(tvar), tmpl.shape)
-    template = Exposure(
-        tmpl.astype(np.float32),
-        None,
-        np.full(tbox.shape, tvar, np.float32),
-        wcs,
-        tbox,
-        psf=GaussianPsf(TMPL_SIGMA),
-        photo_calib=PhotoCalib(1.0),
-    )
+    template = deep_template(rng, tbox, wcs, x, y, star_flux)
     shift = rng.normal(0.0, shift_sigma, (2, len(x)))
-    model = render_sources(
-        bbox,
-        GaussianPsf(SCI_SIGMA),
-        np.concatenate([x + shift[0], tx]),
-        np.concatenate([y + shift[1], ty]),
-        np.concatenate([star_flux, t_flux]),
-    )
-    image, variance = add_noise(model, SKY, READ, rng)
+    xs = np.concatenate([x + shift[0], tx])
+    ys = np.concatenate([y + shift[1], ty])
     info = VisitInfo(
         visit_id=500 + seed,
         exposure_time=30.0,
@@ -123,17 +156,7 @@ def make_pair(
         parallactic_angle=-20.0,
         rotator_angle=7.0,
     )
-    science = Exposure(
-        image.astype(np.float32),
-        None,
-        variance.astype(np.float32),
-        wcs,
-        bbox,
-        psf=GaussianPsf(SCI_SIGMA),
-        photo_calib=PhotoCalib(1.0),
-        visit_info=info,
-        detector=5,
-    )
+    science = science_exposure(rng, bbox, wcs, xs, ys, np.concatenate([star_flux, t_flux]), info, 5)
     host_distance = np.concatenate([dist, np.full(n_isolated, np.nan)])
     host = np.concatenate([snr[hosts], np.full(n_isolated, np.nan)])
     return Pair(template, science, x, y, snr, tx, ty, t_flux, host_distance, host)

@@ -23,11 +23,11 @@ from tasks.images import (
     Exposure,
     GaussianPsf,
     MaskPlane,
-    PhotoCalib,
     VisitInfo,
     make_tan_wcs,
 )
-from tasks.simulate.render import add_noise, render_sources
+from tasks.simulate.render import render_sources
+from tests.tasks.diffim.nearstar import deep_template, science_exposure
 
 SIZE = 400
 BORDER = 20
@@ -62,20 +62,7 @@ def _field(seed=11):
     change[transients] = rng.uniform(7, 20, 10) * sigma_counts
     sci_flux = template_flux + change
     shift = rng.normal(0.0, SHIFT_SIGMA, (2, n))
-    tmpl = render_sources(tbox, GaussianPsf(1.2), x, y, template_flux)
-    tvar = (SKY + READ**2) / 30.0
-    tmpl = tmpl + rng.normal(0.0, np.sqrt(tvar), tmpl.shape)
-    template = Exposure(
-        tmpl.astype(np.float32),
-        None,
-        np.full(tbox.shape, tvar, np.float32),
-        wcs,
-        tbox,
-        psf=GaussianPsf(1.2),
-        photo_calib=PhotoCalib(1.0),
-    )
-    model = render_sources(bbox, GaussianPsf(SCI_SIGMA), x + shift[0], y + shift[1], sci_flux)
-    image, variance = add_noise(model, SKY, READ, rng)
+    template = deep_template(rng, tbox, wcs, x, y, template_flux)
     info = VisitInfo(
         visit_id=77,
         exposure_time=30.0,
@@ -88,17 +75,7 @@ def _field(seed=11):
         parallactic_angle=10.0,
         rotator_angle=0.0,
     )
-    science = Exposure(
-        image.astype(np.float32),
-        None,
-        variance.astype(np.float32),
-        wcs,
-        bbox,
-        psf=GaussianPsf(SCI_SIGMA),
-        photo_calib=PhotoCalib(1.0),
-        visit_info=info,
-        detector=3,
-    )
+    science = science_exposure(rng, bbox, wcs, x + shift[0], y + shift[1], sci_flux, info, 3)
     return x, y, kind, change, template, science
 
 
