@@ -7,6 +7,8 @@ Fixtures for everyone:
   template database) and ``citus`` (a clone, on the coordinator and both
   workers at once, of a template Citus APDB with 8 shards per distributed
   table), so a test using it runs on every backend.
+- ``server_apdb_url``: the same on PostgreSQL and Citus only (behaviour that
+  exists only on a server, e.g. its lock table or roles).
 - ``apdb``: an opened `apdb.Apdb` on ``apdb_url`` (closed afterwards).
 - ``postgres_url``: URL of a fresh, *empty* PostgreSQL database (no schema).
 - ``postgres_server``: the session's `apdb.testing.TemporaryPostgres`.
@@ -98,16 +100,9 @@ def citus_template(citus_cluster: TemporaryCitus) -> str:
     return _CITUS_TEMPLATE_DB
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus]),
-    ]
-)
-def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
-    """URL of a fresh, empty APDB at head, on SQLite, PostgreSQL and Citus."""
-    if request.param == "citus":
+def _fresh_apdb(request: pytest.FixtureRequest, backend: str, tmp_path) -> Iterator[str]:
+    """Yield the URL of a fresh APDB at head on ``backend`` and drop it afterwards."""
+    if backend == "citus":
         cluster: TemporaryCitus = request.getfixturevalue("citus_cluster")
         template = request.getfixturevalue("citus_template")
         name = _unique_name("citus")
@@ -115,7 +110,7 @@ def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         yield url
         cluster.drop_database(name, wait=False)
         return
-    if request.param == "sqlite":
+    if backend == "sqlite":
         path = tmp_path / "apdb.sqlite3"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         yield f"sqlite:///{path}"
@@ -126,6 +121,24 @@ def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     url = server.create_database(name, template=template)
     yield url
     server.drop_database(name)
+
+
+_SERVER_BACKENDS = [
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("citus", marks=[pytest.mark.postgres, pytest.mark.citus]),
+]
+
+
+@pytest.fixture(params=["sqlite", *_SERVER_BACKENDS])
+def apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """URL of a fresh, empty APDB at head, on SQLite, PostgreSQL and Citus."""
+    yield from _fresh_apdb(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=_SERVER_BACKENDS)
+def server_apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """As ``apdb_url``, on the server backends only (PostgreSQL and Citus)."""
+    yield from _fresh_apdb(request, request.param, tmp_path)
 
 
 @pytest.fixture

@@ -463,14 +463,12 @@ def test_large_calls_lock_rows_not_each_object(apdb, monkeypatch):
     assert locked == [None, None, 20]
 
 
-def test_set_validity_end_beyond_the_server_lock_table(apdb_url):
+def test_set_validity_end_beyond_the_server_lock_table(server_apdb_url):
     """More objects in one call than PostgreSQL's shared lock table could hold."""
-    if not apdb_url.startswith("postgresql"):
-        pytest.skip("the shared lock table is PostgreSQL's")
     from apdb import Apdb
 
     t = _tai("2021-01-01T00:00:00")
-    with Apdb.from_url(apdb_url) as db:
+    with Apdb.from_url(server_apdb_url) as db:
         with db.engine.connect() as conn:
             slots = 1
             for name in ("max_locks_per_transaction", "max_connections"):
