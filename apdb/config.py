@@ -23,9 +23,25 @@ from pydantic import (
 from apdb.errors import ApdbConfigError
 from apdb.schema import BANDS
 
-__all__ = ["ApdbConfig", "CitusConfig", "ConnectionConfig", "ReplicationConfig", "SkyIndexConfig"]
+__all__ = [
+    "ApdbConfig",
+    "CitusConfig",
+    "ConnectionConfig",
+    "ReplicationConfig",
+    "SkyIndexConfig",
+    "validation_reasons",
+]
 
 DEFAULT_URL = "sqlite:///apdb.sqlite3"
+
+
+def validation_reasons(exc: ValidationError) -> str:
+    """One line of ``setting: reason`` pairs from a pydantic validation error."""
+    reasons = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        reasons.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(reasons)
 
 
 class SkyIndexConfig(BaseModel):
@@ -206,9 +222,17 @@ class ApdbConfig(BaseModel):
         """
         try:
             data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or "not YAML"
+            raise ApdbConfigError(f"invalid APDB config: {problem}{at}") from exc
+        if not isinstance(data, dict):
+            raise ApdbConfigError("invalid APDB config: expected a mapping of settings")
+        try:
             return cls.model_validate(data)
-        except (yaml.YAMLError, ValidationError) as exc:
-            raise ApdbConfigError(f"invalid APDB config: {exc}") from exc
+        except ValidationError as exc:
+            raise ApdbConfigError(f"invalid APDB config: {validation_reasons(exc)}") from exc
 
     def save(self, path: str | Path) -> None:
         """Write the config to a YAML file."""

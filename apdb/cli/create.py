@@ -30,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from apdb import Apdb, ApdbConfig
+    from apdb.config import validation_reasons
     from apdb.errors import ApdbConfigError
 
     config = config_from_args(args)
@@ -37,8 +38,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             config = ApdbConfig.model_validate({**config.model_dump(), "backend": args.backend})
         except ValidationError as exc:
-            reasons = "; ".join(str(e["msg"]) for e in exc.errors())
-            raise ApdbConfigError(f"invalid APDB config: {reasons}") from exc
+            raise ApdbConfigError(f"invalid APDB config: {validation_reasons(exc)}") from exc
     with Apdb.create(config, exist_ok=args.exist_ok) as db:
         print(f"APDB ready at {config.db_url} (schema revision {db.schema_version()})")
         for table, count in db.row_counts().items():

@@ -63,7 +63,8 @@ def run_command(
     argv : sequence of `str`, optional
         Arguments (default: ``sys.argv[1:]``).
     errors : `tuple` [`type`]
-        Exceptions reported as ``PROG COMMAND: error: MESSAGE`` with status 2.
+        Exceptions reported as ``PROG COMMAND: error: MESSAGE`` (on one line)
+        with status 2; `OSError` (a path that cannot be read or written) too.
 
     Returns
     -------
@@ -83,7 +84,9 @@ def run_command(
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
-    except errors as exc:
-        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+    except (*errors, OSError) as exc:
+        # One line, whatever the message holds (a path error names the path).
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{parser.prog} {args.command}: error: {message}", file=sys.stderr)
         return 2
     return status

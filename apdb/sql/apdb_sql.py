@@ -258,6 +258,7 @@ class ApdbSql(Apdb):
 
     def get_light_curve(self, dia_object_id: int) -> pd.DataFrame:
         """Return every measurement of a DiaObject (see `Apdb.get_light_curve`)."""
+        dia_object_id = _as_id("DiaObject", "diaObjectId", dia_object_id)
         with self._connect() as conn:
             return analysis.light_curve(conn, dia_object_id)
 
@@ -601,6 +602,17 @@ def _mjd_tai(t: Time) -> float:
     if not isinstance(t, Time):
         raise ColumnTypeError("visit_time", "visit_time", "astropy.time.Time", type(t).__name__)
     return float(t.tai.mjd)
+
+
+def _as_id(table: str, column: str, value: object) -> int:
+    """One id, checked: an integer in ``0 .. 2**63 - 1`` (a BIGINT)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ColumnTypeError(table, column, "int64", type(value).__name__)
+    if value < 0:
+        raise InvalidIdError(table, column, [value])
+    if value > np.iinfo(np.int64).max:
+        raise ApdbInputError(table, f"{column} {value} does not fit a 64-bit integer")
+    return int(value)
 
 
 def _as_ids(table: str, ids: Iterable[int] | np.ndarray) -> np.ndarray:

@@ -58,3 +58,39 @@ def test_errors_are_reported_not_raised(tmp_path, capsys, monkeypatch):
     assert main(["info", "mysql://nobody@nowhere/db"]) == 2
     with pytest.raises(SystemExit):
         main(["no-such-command"])
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        ("db_url: [\n", "invalid APDB config: expected the node content"),
+        ("db_url: sqlite:///y.sqlite3\nbogus_key: 1\n", "bogus_key: Extra inputs"),
+        ("replication: {enabled: maybe}\n", "replication.enabled: Input should be a valid boolean"),
+        ("- a list\n", "expected a mapping of settings"),
+    ],
+)
+def test_bad_config_files_are_one_line_errors(tmp_path, capsys, config_text, expected):
+    path = tmp_path / "apdb.yaml"
+    path.write_text(config_text)
+    assert main(["create", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert expected in err
+    assert not (tmp_path / "y.sqlite3").exists()
+
+
+def test_bad_ids_and_unwritable_paths_are_one_line_errors(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/x.sqlite3"
+    assert main(["create", url]) == 0
+    capsys.readouterr()
+    for argv, expected in [
+        (["lightcurve", str(2**80), url], "does not fit a 64-bit integer"),
+        (["lightcurve", "-5", url], "negative diaObjectId"),
+        (["ppdb", "export-hats", url, str(tmp_path / "missing" / "sub" / "hats")], "Errno"),
+    ]:
+        if argv[0] == "ppdb":
+            (tmp_path / "missing").write_text("a file, not a folder")
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert expected in err
