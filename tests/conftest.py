@@ -9,6 +9,8 @@ Fixtures for everyone:
   table), so a test using it runs on every backend.
 - ``server_apdb_url``: the same on PostgreSQL and Citus only (behaviour that
   exists only on a server, e.g. its lock table or roles).
+- ``replica_apdb_url``: as ``apdb_url``, an APDB created with replication
+  enabled (1 s replica chunks: `REPLICA_CHUNK_SECONDS`).
 - ``apdb``: an opened `apdb.Apdb` on ``apdb_url`` (closed afterwards).
 - ``postgres_url``: URL of a fresh, *empty* PostgreSQL database (no schema).
 - ``postgres_server``: the session's `apdb.testing.TemporaryPostgres`.
@@ -28,12 +30,14 @@ from collections.abc import Iterator
 import pytest
 
 from apdb import Apdb, ApdbConfig
-from apdb.config import CitusConfig
+from apdb.config import CitusConfig, ReplicationConfig
 from apdb.testing import TemporaryPostgres, find_postgres_bin
 from apdb.testing.citus import TemporaryCitus, citus_available
 
 _TEMPLATE_DB = "apdb_template"
 _CITUS_TEMPLATE_DB = "apdb_citus_template"
+REPLICA_CHUNK_SECONDS = 1
+_REPLICATION = ReplicationConfig(enabled=True, chunk_seconds=REPLICA_CHUNK_SECONDS)
 _counter = itertools.count()
 
 
@@ -100,11 +104,43 @@ def citus_template(citus_cluster: TemporaryCitus) -> str:
     return _CITUS_TEMPLATE_DB
 
 
-def _fresh_apdb(request: pytest.FixtureRequest, backend: str, tmp_path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def sqlite_replica_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """As ``sqlite_template``, with replication enabled."""
+    path = tmp_path_factory.mktemp("apdb_template") / "replica.sqlite3"
+    Apdb.create(ApdbConfig(db_url=f"sqlite:///{path}", replication=_REPLICATION)).close()
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def postgres_replica_template(postgres_server: TemporaryPostgres) -> str:
+    """As ``postgres_template``, with replication enabled."""
+    url = postgres_server.create_database(_TEMPLATE_DB + "_replica")
+    Apdb.create(ApdbConfig(db_url=url, replication=_REPLICATION)).close()
+    return _TEMPLATE_DB + "_replica"
+
+
+@pytest.fixture(scope="session")
+def citus_replica_template(citus_cluster: TemporaryCitus) -> str:
+    """As ``citus_template``, with replication enabled."""
+    name = _CITUS_TEMPLATE_DB + "_replica"
+    url = citus_cluster.create_database(name)
+    config = ApdbConfig(
+        db_url=url, backend="citus", citus=CitusConfig(shard_count=8), replication=_REPLICATION
+    )
+    Apdb.create(config).close()
+    citus_cluster.make_template(name)
+    return name
+
+
+def _fresh_apdb(
+    request: pytest.FixtureRequest, backend: str, tmp_path, replica: bool = False
+) -> Iterator[str]:
     """Yield the URL of a fresh APDB at head on ``backend`` and drop it afterwards."""
+    kind = "_replica" if replica else ""
     if backend == "citus":
         cluster: TemporaryCitus = request.getfixturevalue("citus_cluster")
-        template = request.getfixturevalue("citus_template")
+        template = request.getfixturevalue(f"citus{kind}_template")
         name = _unique_name("citus")
         url = cluster.create_database(name, template=template)
         yield url
@@ -112,11 +148,11 @@ def _fresh_apdb(request: pytest.FixtureRequest, backend: str, tmp_path) -> Itera
         return
     if backend == "sqlite":
         path = tmp_path / "apdb.sqlite3"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        shutil.copyfile(request.getfixturevalue(f"sqlite{kind}_template"), path)
         yield f"sqlite:///{path}"
         return
     server: TemporaryPostgres = request.getfixturevalue("postgres_server")
-    template = request.getfixturevalue("postgres_template")
+    template = request.getfixturevalue(f"postgres{kind}_template")
     name = _unique_name("apdb")
     url = server.create_database(name, template=template)
     yield url
@@ -147,3 +183,9 @@ def apdb(apdb_url: str) -> Iterator[Apdb]:
     db = Apdb.from_url(apdb_url)
     yield db
     db.close()
+
+
+@pytest.fixture(params=["sqlite", *_SERVER_BACKENDS])
+def replica_apdb_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """As ``apdb_url``, an APDB created with replication enabled (1 s chunks)."""
+    yield from _fresh_apdb(request, request.param, tmp_path, replica=True)

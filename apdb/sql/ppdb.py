@@ -6,21 +6,28 @@ everything: no history window is applied when rows arrive, and the APDB's
 replicated chunks are deleted from the APDB only.  One extra table,
 ``PpdbReplicaChunk``, lists the chunks already applied.
 
-`replicate_chunk` copies one finished chunk:
+`replicate` copies the finished chunks, oldest first, several
+(``chunks_per_transaction``) at a time:
 
-1. in ONE PPDB transaction: the chunk's rows (their current values, read from
-   the APDB by the keys the chunk recorded) are upserted (PostgreSQL: binary
-   ``COPY`` into a temporary table, then ``INSERT ... ON CONFLICT (primary
-   key) DO UPDATE``, the APDB's binary COPY stream passed through unchanged
-   when both are PostgreSQL; SQLite: ``INSERT OR REPLACE``), the chunk's update
-   records are applied in order (each sets values, so replaying changes
-   nothing), and the chunk is inserted into ``PpdbReplicaChunk``;
-2. then the chunk is deleted from the APDB.
+1. the rows recorded in the chunks are read from the APDB in one snapshot
+   (their current values, by the keys the chunks recorded: a semi-join, so a
+   DiaObject version recorded in two of the chunks comes once), then the
+   chunks' update records; a reader thread does this while the writer
+   stores the previous table in the PPDB;
+2. in ONE PPDB transaction the rows are written (PostgreSQL: the APDB's
+   binary ``COPY`` stream passed unchanged into the PPDB's ``COPY``; sources
+   and forced sources straight into their table, falling back to a
+   temporary table and ``INSERT ... ON CONFLICT (primary key) DO UPDATE``
+   when a row is there already, DiaObject always that way since the
+   versions a store closed are there; SQLite: ``INSERT OR REPLACE``), the
+   update records are applied in order (each sets values, so replaying
+   changes nothing), and the chunks are inserted into ``PpdbReplicaChunk``;
+3. then the chunks are deleted from the APDB.
 
 A kill before the PPDB commit leaves the PPDB as it was (the next run does
-the chunk again); a kill after it leaves the chunk in the APDB, and the next
-run sees it in ``PpdbReplicaChunk`` and only deletes it.  Replicating a
-chunk twice writes the same values again.
+the chunks again); a kill after it leaves the chunks in the APDB, and the
+next run sees them in ``PpdbReplicaChunk`` and only deletes them.
+Replicating a chunk twice writes the same values again.
 
 ``APDB_PPDB_CRASH_AT`` (``after_rows``, ``before_commit``, ``after_commit``)
 makes the replicator kill itself (SIGKILL) at that point: the tests use it
@@ -29,8 +36,11 @@ to check the above.
 
 from __future__ import annotations
 
+import itertools
 import os
+import queue
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -47,7 +57,13 @@ from apdb.replica import UpdateRecord
 from apdb.sql.apdb_sql import ApdbSql
 from apdb.sql.engine import WRITE
 from apdb.sql.pgcopy import encode_rows, make_field
-from apdb.sql.replica import read_batch, rows_in_chunks
+from apdb.sql.reads import copy_out
+from apdb.sql.replica import (
+    REPLICATED_TABLES,
+    read_batch,
+    read_update_records,
+    rows_in_chunks,
+)
 
 __all__ = [
     "PPDB_CHUNK_TABLE",
@@ -56,11 +72,12 @@ __all__ = [
     "open_ppdb",
     "replicate",
     "replicate_chunk",
+    "replicate_chunks",
 ]
 
 PPDB_CHUNK_TABLE = "PpdbReplicaChunk"
 CRASH_ENV = "APDB_PPDB_CRASH_AT"
-_DATA_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
+CHUNKS_PER_TRANSACTION = 8
 
 
 def _chunk_table(md: sa.MetaData) -> sa.Table:
@@ -147,6 +164,7 @@ def replicate(
     *,
     grace: float | None = None,
     max_chunks: int | None = None,
+    chunks_per_transaction: int = CHUNKS_PER_TRANSACTION,
 ) -> ReplicationStats:
     """Replicate every finished chunk of ``apdb`` into ``ppdb``, oldest first.
 
@@ -160,99 +178,178 @@ def replicate(
         long committed).
     max_chunks : `int`, optional
         Stop after this many chunks.
+    chunks_per_transaction : `int`, optional
+        Chunks copied in one PPDB transaction (consecutive ones, oldest
+        first): fewer round trips, and a DiaObject version recorded in
+        several of them (created in one, closed in a later one) is copied
+        once.
+
+    Raises
+    ------
+    ApdbError
+        ``chunks_per_transaction`` < 1, or a database error.
     """
+    if chunks_per_transaction < 1:
+        raise ApdbError(f"chunks_per_transaction must be >= 1, got {chunks_per_transaction}")
     start = time.perf_counter()
     chunks = apdb.get_replica_chunks()
     wait = float(chunks[0].seconds if chunks and grace is None else grace or 0.0)
-    stats = ReplicationStats()
     now = time.time()
-    for chunk in chunks:
-        if not chunk.is_finished(wait, now):
-            break
-        if max_chunks is not None and stats.chunks + stats.already_done >= max_chunks:
-            break
-        rows, records, done = replicate_chunk(apdb, ppdb, chunk.id)
+    ids = [c.id for c in itertools.takewhile(lambda c: c.is_finished(wait, now), chunks)]
+    ids = ids[:max_chunks] if max_chunks is not None else ids
+    stats = ReplicationStats()
+    done = _done_chunks(ppdb, ids)
+    if done:  # copied by an earlier run that stopped before deleting them
+        apdb.delete_replica_chunks(sorted(done))
+        stats.already_done = len(done)
+    todo = [i for i in ids if i not in done]
+    for k in range(0, len(todo), chunks_per_transaction):
+        batch = todo[k : k + chunks_per_transaction]
+        rows, records = replicate_chunks(apdb, ppdb, batch)
         stats.rows += rows
         stats.update_records += records
-        if done:
-            stats.already_done += 1
-        else:
-            stats.chunks += 1
+        stats.chunks += len(batch)
     stats.seconds = time.perf_counter() - start
     return stats
 
 
-def replicate_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int) -> tuple[int, int, bool]:
-    """Copy one chunk into the PPDB, mark it done there, delete it from the APDB.
+def _done_chunks(ppdb: ApdbSql, chunk_ids: list[int]) -> set[int]:
+    """Those of ``chunk_ids`` that the PPDB has already applied."""
+    if not chunk_ids:
+        return set()
+    table = _chunk_table(ppdb.schema_metadata)
+    stmt = sa.select(table.c.chunkId).where(table.c.chunkId.in_([int(i) for i in chunk_ids]))
+    try:
+        with ppdb.engine.connect() as conn:
+            return {int(r[0]) for r in conn.execute(stmt)}
+    except sa.exc.SQLAlchemyError as exc:
+        raise ApdbDatabaseError(f"reading the PPDB's chunks failed: {_one_line(exc)}") from exc
+
+
+def replicate_chunks(apdb: ApdbSql, ppdb: ApdbSql, chunk_ids: list[int]) -> tuple[int, int]:
+    """Copy chunks into the PPDB in one transaction, mark them done, delete them from the APDB.
+
+    The caller checks that the PPDB does not have them yet (`replicate`);
+    copying them again anyway writes the same values again.
 
     Returns
     -------
     rows, update_records : `int`
-        Rows upserted and update records applied.
+        Rows written and update records applied.
+    """
+    ids = np.asarray(sorted(int(i) for i in chunk_ids), np.int64)
+    try:
+        rows, records = _copy_chunks(apdb, ppdb, ids)
+        _crash_point("after_commit")
+    except ApdbError:
+        raise
+    except (sa.exc.SQLAlchemyError, psycopg.Error) as exc:
+        raise ApdbDatabaseError(
+            f"replicate chunks {ids.tolist()} failed: {_one_line(exc)}"
+        ) from exc
+    apdb.delete_replica_chunks(ids)
+    return rows, records
+
+
+def replicate_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int) -> tuple[int, int, bool]:
+    """Copy one chunk (unless the PPDB has it), then delete it from the APDB.
+
+    Returns
+    -------
+    rows, update_records : `int`
+        Rows written and update records applied.
     already_done : `bool`
         The PPDB already had the chunk (only the APDB delete was done).
     """
-    done_table = _chunk_table(ppdb.schema_metadata)
+    if _done_chunks(ppdb, [int(chunk_id)]):
+        apdb.delete_replica_chunks([int(chunk_id)])
+        return 0, 0, True
+    rows, records = replicate_chunks(apdb, ppdb, [int(chunk_id)])
+    return rows, records, False
+
+
+_END = object()
+
+
+def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQueue) -> None:
+    """Put each table's rows in the chunks, then their update records, on ``out``.
+
+    One APDB snapshot for all of them.  Runs in a thread (its waits release
+    the GIL), so the PPDB writes the first table while the next is read.
+    Items: ``(table, stream, n)`` (``raw``: binary COPY stream, ``n`` unknown:
+    -1) or a `Batch`; then ``list[UpdateRecord]``; then `_END`; an exception
+    instead if the reads fail.
+    """
+    amd = apdb.schema_metadata
     try:
-        with ppdb.engine.connect() as conn:
-            already = conn.execute(
-                sa.select(sa.func.count()).where(done_table.c.chunkId == int(chunk_id))
-            ).scalar()
-        rows = records = 0
-        if not already:
-            rows, records = _copy_chunk(apdb, ppdb, int(chunk_id), done_table)
-            _crash_point("after_commit")
-    except ApdbError:
-        raise
-    except sa.exc.SQLAlchemyError as exc:
-        raise ApdbDatabaseError(f"replicate chunk {chunk_id} failed: {_one_line(exc)}") from exc
-    apdb.delete_replica_chunks([int(chunk_id)])
-    return rows, records, bool(already)
+        with apdb.engine.connect() as conn, conn.begin():
+            dialect = conn.dialect.name
+            if dialect == "postgresql":
+                conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+            for name in REPLICATED_TABLES:
+                table = amd.tables[name]
+                where = rows_in_chunks(amd, name, ids, dialect)
+                out.put(_read_raw(conn, table, where) if raw else read_batch(conn, table, where))
+            out.put(read_update_records(conn, amd, ids))
+        out.put(_END)
+    except BaseException as exc:  # handed to the writer, which raises it
+        out.put(exc)
 
 
-def _copy_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int, done: sa.Table) -> tuple[int, int]:
-    amd, pmd = apdb.schema_metadata, ppdb.schema_metadata
-    updates = apdb.get_update_record_chunks([chunk_id])
-    ids = np.array([chunk_id], np.int64)
-    n_rows = 0
+def _copy_chunks(apdb: ApdbSql, ppdb: ApdbSql, ids: np.ndarray) -> tuple[int, int]:
+    pmd = ppdb.schema_metadata
+    done = _chunk_table(pmd)
     # PostgreSQL to PostgreSQL: the binary COPY stream of the APDB's rows goes
     # into the PPDB's COPY unchanged (same columns, same types, same order).
     raw = apdb.engine.dialect.name == ppdb.engine.dialect.name == "postgresql"
-    with apdb.engine.connect() as aconn, aconn.begin():
-        if aconn.dialect.name == "postgresql":  # one snapshot for every table
-            aconn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-        dialect = aconn.dialect.name
-        read = _read_raw if raw else read_batch
-        batches = [
-            read(aconn, amd.tables[name], rows_in_chunks(amd, name, ids, dialect))
-            for name in _DATA_TABLES
-        ]
-    with ppdb.engine.connect() as pconn:
-        pconn = pconn.execution_options(**{WRITE: True})
-        with pconn.begin():
-            for batch in batches:
-                if isinstance(batch, Batch):
-                    _upsert(pconn, pmd.tables[batch.table], batch)
-                    n_rows += batch.n
-                else:
-                    name, data, n = batch
-                    if n:
-                        cols = [c.name for c in schema.table_columns(name)]
-                        _merge(pconn, pmd.tables[name], cols, data)
-                    n_rows += n
-            _crash_point("after_rows")
-            for record in updates:
-                _apply(pconn, pmd, record)
-            pconn.execute(
-                sa.insert(done).values(
-                    chunkId=chunk_id,
-                    replicaTime=time.time(),
-                    nRows=n_rows,
-                    nUpdateRecords=len(updates),
+    items: queue.SimpleQueue = queue.SimpleQueue()
+    reader = threading.Thread(target=_read_chunks, args=(apdb, ids, raw, items), daemon=True)
+    reader.start()
+    n_rows = 0
+    try:
+        with ppdb.engine.connect() as pconn:
+            pconn = pconn.execution_options(**{WRITE: True})
+            with pconn.begin():
+                while isinstance(item := items.get(), tuple | Batch):
+                    n_rows += _write(pconn, pmd, item)
+                if isinstance(item, BaseException):
+                    raise item
+                updates: list[UpdateRecord] = item
+                _crash_point("after_rows")
+                for record in updates:
+                    _apply(pconn, pmd, record)
+                now = time.time()
+                pconn.execute(
+                    sa.insert(done),
+                    [
+                        {
+                            "chunkId": int(c),
+                            "replicaTime": now,
+                            "nRows": n_rows,
+                            "nUpdateRecords": len(updates),
+                        }
+                        for c in ids
+                    ],
                 )
-            )
-            _crash_point("before_commit")
+                _crash_point("before_commit")
+                last = items.get()  # the reader's end: its transaction closed
+                if isinstance(last, BaseException):
+                    raise last
+    finally:
+        reader.join()
     return n_rows, len(updates)
+
+
+def _write(conn: sa.Connection, md: sa.MetaData, item: tuple | Batch) -> int:
+    """Write one table's rows into the PPDB; return how many."""
+    if isinstance(item, Batch):
+        _upsert(conn, md.tables[item.table], item)
+        return item.n
+    name, data = item
+    cols = [c.name for c in schema.table_columns(name)]
+    if name == "DiaObject":  # versions closed by this chunk's stores are there already
+        return _merge(conn, md.tables[name], cols, data)
+    return _insert_or_merge(conn, md.tables[name], cols, data)
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
@@ -269,24 +366,48 @@ def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
 
 
 def _read_raw(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]):
-    """``(table name, binary COPY stream, row count)`` of every column, schema order."""
+    """``(table name, binary COPY stream)`` of every column in schema order."""
     cols = [c.name for c in schema.table_columns(table.name)]
     stmt = sa.select(*[table.c[c] for c in cols]).where(where)
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     raw = conn.connection.driver_connection
     # COPY takes no server-side parameters: psycopg binds them client-side.
     select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
-    parts = []
+    query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(pgsql.SQL(select))
+    return table.name, copy_out(raw, query.as_string(raw))
+
+
+def _copy_in(cur: psycopg.Cursor, table: str, cols: list[str], data: bytes) -> int:
+    """Binary COPY ``data`` into ``table``; return the row count."""
+    names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
+    query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        pgsql.Identifier(table), names
+    )
+    with cur.copy(query) as copy:
+        copy.write(data)
+    return int(cur.rowcount)
+
+
+def _insert_or_merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> int:
+    """COPY straight into ``table``; if a row is there already, `_merge` instead.
+
+    New rows (the normal case for sources) cost one COPY; a chunk copied
+    again (its rows are all there) rolls the COPY back to a savepoint and
+    upserts.
+    """
+    raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(pgsql.SQL(select))
-        with cur.copy(query) as copy:
-            for data in copy:
-                parts.append(bytes(data))
-        n = cur.rowcount
-    return table.name, b"".join(parts), int(n)
+        cur.execute("SAVEPOINT ppdb_copy")
+        try:
+            n = _copy_in(cur, table.name, cols, data)
+        except psycopg.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT ppdb_copy")
+            n = -1
+        cur.execute("RELEASE SAVEPOINT ppdb_copy")
+    return n if n >= 0 else _merge(conn, table, cols, data)
 
 
-def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> None:
+def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> int:
     """Binary COPY ``data`` into a temporary table, then upsert it into ``table``."""
     stage = f"ppdb_stage_{table.name}"
     raw = conn.connection.driver_connection
@@ -296,18 +417,14 @@ def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -
                 pgsql.Identifier(stage), pgsql.Identifier(table.name)
             )
         )
-        names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
-        copy_sql = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-            pgsql.Identifier(stage), names
-        )
-        with cur.copy(copy_sql) as copy:
-            copy.write(data)
+        n = _copy_in(cur, stage, cols, data)
         keys = [c.name for c in table.primary_key.columns]
         others = [c for c in cols if c not in keys]
         sets = pgsql.SQL(", ").join(
             pgsql.SQL("{} = EXCLUDED.{}").format(pgsql.Identifier(c), pgsql.Identifier(c))
             for c in others
         )
+        names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
         cur.execute(
             pgsql.SQL(
                 "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
@@ -321,6 +438,7 @@ def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -
             )
         )
         cur.execute(pgsql.SQL("DROP TABLE {}").format(pgsql.Identifier(stage)))
+    return n
 
 
 def _apply(conn: sa.Connection, md: sa.MetaData, record: UpdateRecord) -> None:

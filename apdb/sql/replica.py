@@ -37,9 +37,17 @@ from apdb.replica_schema import ReplicaTables, chunk_key_columns
 from apdb.sql.pgcopy import encode_rows, make_field
 from apdb.sql.reads import id_filter, read_frame
 
-__all__ = ["ApdbReplicaSql", "ReplicaWriter", "read_batch", "rows_in_chunks"]
+__all__ = [
+    "REPLICATED_TABLES",
+    "ApdbReplicaSql",
+    "ReplicaWriter",
+    "read_batch",
+    "read_update_records",
+    "rows_in_chunks",
+]
 
-_DATA_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
+REPLICATED_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
+"""The tables whose rows replica chunks record (by key), in replication order."""
 
 
 def _insert_ignore(conn: sa.Connection, table: sa.Table) -> sa.Insert:
@@ -203,6 +211,29 @@ def rows_in_chunks(
     return sa.tuple_(*[table.c[k] for k in keys]).in_(inner)
 
 
+def read_update_records(
+    conn: sa.Connection, md: sa.MetaData, chunk_ids: np.ndarray
+) -> list[UpdateRecord]:
+    """Update records of the chunks on ``conn``, in order (chunk, time, order, writer)."""
+    table = md.tables[ReplicaTables.ApdbUpdateRecordChunks]
+    stmt = (
+        sa.select(table)
+        .where(_chunk_filter(table.c.chunkId, chunk_ids, conn.dialect.name))
+        .order_by(table.c.chunkId, table.c.updateTimeNs, table.c.updateOrder, table.c.uniqueId)
+    )
+    return [
+        UpdateRecord(
+            chunk_id=int(r.chunkId),
+            update_time_ns=int(r.updateTimeNs),
+            update_order=int(r.updateOrder),
+            unique_id=r.uniqueId,
+            kind=r.kind,
+            payload=json.loads(r.payload),
+        )
+        for r in conn.execute(stmt)
+    ]
+
+
 def read_batch(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> Batch:
     """Read every column of the rows matching ``where`` as a `Batch` (NULLs kept)."""
     frame = read_frame(conn, table, where)
@@ -284,24 +315,8 @@ class ApdbReplicaSql:
         ids = np.asarray(list(chunk_ids), np.int64)
         if ids.size == 0:
             return []
-        table = self._table(ReplicaTables.ApdbUpdateRecordChunks)
-        stmt = (
-            sa.select(table)
-            .where(id_filter(table.c.chunkId, ids, self._engine.dialect.name))
-            .order_by(table.c.chunkId, table.c.updateTimeNs, table.c.updateOrder, table.c.uniqueId)
-        )
         with self._engine.connect() as conn:
-            return [
-                UpdateRecord(
-                    chunk_id=int(r.chunkId),
-                    update_time_ns=int(r.updateTimeNs),
-                    update_order=int(r.updateOrder),
-                    unique_id=r.uniqueId,
-                    kind=r.kind,
-                    payload=json.loads(r.payload),
-                )
-                for r in conn.execute(stmt)
-            ]
+            return read_update_records(conn, self._md, ids)
 
     def delete_replica_chunks(self, chunk_ids: np.ndarray) -> None:
         """Delete the chunks and everything recorded in them (one transaction)."""

@@ -1,4 +1,8 @@
-"""Fixtures of the replication tests: APDBs created with replication enabled, PPDBs."""
+"""Helpers of the replication tests: empty databases for PPDBs, replication configs.
+
+The APDBs themselves come from the shared ``replica_apdb_url`` fixture
+(tests/conftest.py: SQLite, PostgreSQL and Citus).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,14 @@ from apdb.config import ReplicationConfig
 _counter = itertools.count()
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def backend_of(url: str) -> str:
+    """``sqlite`` or ``postgres``: where a PPDB next to the APDB at ``url`` goes.
+
+    A Citus APDB replicates into a plain PostgreSQL PPDB.
+    """
+    return "sqlite" if url.startswith("sqlite") else "postgres"
 
 
 def fresh_url(request: pytest.FixtureRequest, tmp_path, backend: str, stem: str) -> Iterator[str]:

@@ -1,7 +1,8 @@
 """Replica chunks (issue 13 §1): keys of stored rows and ordered update records.
 
-On SQLite and PostgreSQL.  Chunks are 1 s long here, so a test's writes may
-fall into several chunks: every check gathers all chunks.
+On SQLite, PostgreSQL and Citus (``replica_apdb_url``).  Chunks are 1 s long
+here, so a test's writes may fall into several chunks: every check gathers
+all chunks.
 """
 
 from __future__ import annotations
@@ -14,18 +15,15 @@ from apdb import Apdb
 from apdb.config import ApdbConfig, ReplicationConfig
 from apdb.errors import AlreadyStoredError, ApdbConfigMismatchError, ReplicationDisabledError
 from apdb.testing.survey import ID_STRIDE, SurveyPlan, store_survey, visit_frames
-from tests.apdb.replica_fixtures import BACKENDS, fresh_url, replica_config
+from tests.apdb.replica_fixtures import replica_config
 
 
-@pytest.fixture(params=BACKENDS)
-def replica_apdb(request, tmp_path):
-    """An APDB created with replication enabled (1 s chunks)."""
-    gen = fresh_url(request, tmp_path, request.param, "replica")
-    url = next(gen)
-    db = Apdb.create(replica_config(url))
+@pytest.fixture
+def replica_apdb(replica_apdb_url):
+    """An APDB created with replication enabled (1 s chunks), on every backend."""
+    db = Apdb.from_url(replica_apdb_url)
     yield db
     db.close()
-    next(gen, None)
 
 
 def _all_chunks(db) -> list[int]:
