@@ -87,7 +87,16 @@ def _column(df: pd.DataFrame, mapping: ColumnMapping, name: str) -> pd.Series:
 
 
 def _numeric(df: pd.DataFrame, mapping: ColumnMapping, name: str) -> np.ndarray:
-    values = pd.to_numeric(_column(df, mapping, name), errors="coerce")
+    """Return a mapped column as floats (empty cells NaN; text that is no number: an error)."""
+    raw = _column(df, mapping, name)
+    values = pd.to_numeric(raw, errors="coerce")
+    unparsable = values.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
+    if unparsable.any():
+        odd = sorted({str(v) for v in raw[unparsable]})[:5]
+        raise IngestError(
+            f"column {mapping.columns[name]!r} (mapped to {name}) holds values that are not "
+            f"numbers: {odd}"
+        )
     return values.to_numpy(np.float64, na_value=np.nan)
 
 

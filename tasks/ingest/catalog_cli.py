@@ -113,7 +113,7 @@ def main(args: argparse.Namespace) -> int:
     from tasks.core.base import TaskError
     from tasks.data.layout import DataLayout
     from tasks.ingest.catalog import read_catalog, to_dia_sources
-    from tasks.ingest.catalog_run import run_catalog
+    from tasks.ingest.catalog_run import check_catalog_sources, run_catalog
     from tasks.ingest.ztf import read_ztf_alerts, ztf_dia_sources
 
     level = logging.WARNING - 10 * min(args.verbose, 2)
@@ -129,6 +129,7 @@ def main(args: argparse.Namespace) -> int:
             sources = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
             if sources["diaSourceId"].duplicated().any():
                 raise TaskError("the catalogs share diaSourceId values")
+        check_catalog_sources(sources)
         layout = None
         if args.data_dir is not None:
             if not args.data_dir.is_dir():

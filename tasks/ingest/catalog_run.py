@@ -41,7 +41,13 @@ from tasks.ingest.catalog import DIA_SOURCE_COLUMNS
 from tasks.ingest.errors import IngestError
 from tasks.pipeline.diapipe import DiaPipelineConfig, DiaPipelineTask
 
-__all__ = ["CatalogFootprint", "CatalogRunSummary", "catalog_footprint", "run_catalog"]
+__all__ = [
+    "CatalogFootprint",
+    "CatalogRunSummary",
+    "catalog_footprint",
+    "check_catalog_sources",
+    "run_catalog",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -90,7 +96,7 @@ def catalog_footprint(
     if len(bands) != 1 or len(times) != 1:
         raise IngestError(
             f"visit {visit} detector {detector} mixes bands {sorted(bands)} or midpoints "
-            f"{sorted(times)[:3]}: give each exposure its own visit"
+            f"{[float(t) for t in sorted(times)[:3]]}: give each exposure its own visit"
         )
     ra0, dec0 = _mean_position(sources["ra"].to_numpy(float), sources["dec"].to_numpy(float))
     wcs = make_tan_wcs(ra0, dec0, (0.0, 0.0), _PIXEL_SCALE_ARCSEC)
@@ -160,6 +166,28 @@ def _images(layout: DataLayout | None, visit: int, detector: int) -> tuple[Any, 
     return science, found[0], found[1]
 
 
+def check_catalog_sources(sources: pd.DataFrame) -> None:
+    """Check a whole catalog before anything is stored.
+
+    Raises
+    ------
+    IngestError
+        Missing columns, or a visit/detector mixing bands or midpoints (each
+        visit/detector is one exposure).
+    """
+    missing = [c for c in DIA_SOURCE_COLUMNS if c not in sources.columns]
+    if missing:
+        raise IngestError(f"the DiaSource table lacks {missing}")
+    per_exposure = sources.groupby(["visit", "detector"], sort=True).agg(
+        bands=("band", "nunique"), times=("midpointMjdTai", "nunique")
+    )
+    mixed = per_exposure[(per_exposure["bands"] > 1) | (per_exposure["times"] > 1)]
+    if len(mixed):
+        visit, detector = (int(v) for v in mixed.index[0])
+        rows = sources[(sources["visit"] == visit) & (sources["detector"] == detector)]
+        catalog_footprint(rows, visit, detector)  # raises with the details
+
+
 def run_catalog(
     sources: pd.DataFrame,
     apdb: Any,
@@ -197,9 +225,7 @@ def run_catalog(
         Missing columns, or a visit/detector mixing bands or times.
     """
     start = time.perf_counter()
-    missing = [c for c in DIA_SOURCE_COLUMNS if c not in sources.columns]
-    if missing:
-        raise IngestError(f"the DiaSource table lacks {missing}")
+    check_catalog_sources(sources)
     from apdb.schema import table_columns
 
     known = {c.name for c in table_columns("DiaSource")}

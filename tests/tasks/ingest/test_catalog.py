@@ -202,6 +202,34 @@ def test_cli_errors_are_one_line_and_leave_the_database_empty(tmp_path, capsys):
     assert code == 1 and "KEY=VALUE" in err
 
 
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        # a word where a number belongs is an error, not a silently dropped row
+        (
+            lambda c: c.astype({"f_uJy": object}).assign(**{"f_uJy": ["bright"] + [1.0] * 14}),
+            "'f_uJy' (mapped to flux) holds values that are not numbers: ['bright']",
+        ),
+        # the last exposure's time given to an earlier one's row: checked before any store
+        (lambda c: c.assign(mjd_start=[*c["mjd_start"][:-1], TIMES[0]]), "mixes bands"),
+    ],
+)
+def test_bad_catalog_rows_store_nothing(tmp_path, capsys, broken, message):
+    catalog, _ = user_catalog()
+    catalog = broken(catalog)
+    catalog["exposure"] = np.repeat(np.arange(len(TIMES)), len(OBJECTS))
+    path = tmp_path / "detections.csv"
+    catalog.to_csv(path, index=False)
+    mapping = tmp_path / "mapping.yaml"
+    columns = {**MAPPING["columns"], "visit": "exposure"}
+    mapping.write_text(yaml.safe_dump({**MAPPING, "columns": columns}))
+    url = f"sqlite:///{tmp_path / 'apdb.sqlite3'}"
+    code = main(["catalog", str(path), "--mapping", str(mapping), "--apdb-url", url])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "apdb.sqlite3").exists()
+
+
 @pytest.fixture(scope="module")
 def pipeline_outputs(tmp_path_factory):
     """A tiny simulated survey run through the image pipeline (its outputs are the input)."""
