@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from apdb.config import validation_reasons
 from tasks.simulate.config import SimulationConfig
 from tasks.simulate.survey import simulate_survey
 
@@ -67,7 +68,11 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
     except (ValidationError, OSError, yaml.YAMLError, TypeError) as exc:
-        print(f"simulate: invalid configuration: {exc}", file=sys.stderr)
+        if isinstance(exc, ValidationError):
+            reason = validation_reasons(exc)
+        else:
+            reason = " ".join(str(exc).split())
+        print(f"simulate: invalid configuration: {reason}", file=sys.stderr)
         return 2
     root: Path = args.root
     if root.exists() and any(root.iterdir()) and not args.overwrite:

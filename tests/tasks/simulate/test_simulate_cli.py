@@ -56,5 +56,17 @@ def test_config_from_args_layers_preset_file_and_options(tmp_path):
 def test_cli_rejects_bad_configuration(tmp_path, capsys):
     assert pipeline_main(["simulate", str(tmp_path / "x"), "--bands", "gw"]) == 2
     assert "invalid configuration" in capsys.readouterr().err
+    for text, reason in [
+        ("n_visits: [\n", "expected the node content"),
+        ("n_visits: 0\n", "n_visits"),
+    ]:
+        (tmp_path / "bad.yaml").write_text(text)
+        assert (
+            pipeline_main(["simulate", str(tmp_path / "x"), "--config", str(tmp_path / "bad.yaml")])
+            == 2
+        )
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and reason in err, err
+    assert not (tmp_path / "x").exists()
     with pytest.raises(SystemExit):
         pipeline_main(["simulate"])
