@@ -9,6 +9,7 @@ starts.  `to_frame` builds output DataFrames with the explicit dtypes of
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -441,7 +442,8 @@ def to_frame(table: str, columns: dict[str, tuple[np.ndarray, np.ndarray | None]
     columns : `dict` [`str`, `tuple`]
         ``{name: (values, null_mask or None)}`` in output order.
     """
-    data = {}
+    arrays: list = []
+    n = None
     for name, (vals, nulls) in columns.items():
         col = schema.column_info(table, name)
         dtype = col.pandas_dtype
@@ -450,20 +452,53 @@ def to_frame(table: str, columns: dict[str, tuple[np.ndarray, np.ndarray | None]
             if nulls is not None and nulls.any():
                 arr = arr.copy()
                 arr[nulls] = np.nan
-            data[name] = arr
         elif dtype in ("Int64", "Int32", "Int16", "boolean"):
             base = np.asarray(vals, dtype=col.numpy_dtype)
             mask = nulls if nulls is not None else np.zeros(len(base), bool)
             cls = pd.arrays.BooleanArray if dtype == "boolean" else pd.arrays.IntegerArray
-            data[name] = cls(base, mask)
+            arr = cls(base, mask)
         elif dtype == "object":
             arr = np.asarray(vals, dtype=object)
             if nulls is not None and nulls.any():
                 arr = arr.copy()
                 arr[nulls] = None
-            # An explicit object Series: pandas 3 would infer its "str" dtype from
-            # a non-empty array but not from an empty one.
-            data[name] = pd.Series(arr, dtype=object, copy=False)
         else:
-            data[name] = np.asarray(vals, dtype=col.numpy_dtype)
+            arr = np.asarray(vals, dtype=col.numpy_dtype)
+        if arr.ndim != 1 or (n is not None and len(arr) != n):
+            raise ValueError(f"{table}.{name}: column of shape {arr.shape}, expected ({n},)")
+        n = len(arr)
+        arrays.append(arr)
+    return _frame_from_arrays(list(columns), arrays, n or 0)
+
+
+@functools.lru_cache(maxsize=64)
+def _column_index(names: tuple[str, ...]) -> pd.Index:
+    """Return the (immutable) column index of a read's frame, built once per column list."""
+    return pd.Index(names)
+
+
+def _frame_from_arrays(names: list[str], arrays: list, n: int) -> pd.DataFrame:
+    """Return a DataFrame of ready 1-d columns (numpy or pandas extension arrays).
+
+    ``DataFrame._from_arrays`` without integrity checks builds the blocks
+    directly: the public constructor sanitizes every column again (a third
+    of a detector-sized read's client CPU).  Object columns stay ``object``
+    (no string inference).  Falls back to the public constructor when the
+    private one is missing.
+    """
+    build = getattr(pd.DataFrame, "_from_arrays", None)
+    if build is not None:
+        try:
+            return build(
+                arrays,
+                columns=_column_index(tuple(names)),
+                index=pd.RangeIndex(n),
+                verify_integrity=False,
+            )
+        except TypeError:  # a changed private signature
+            pass
+    data = {
+        name: pd.Series(arr, dtype=object, copy=False) if arr.dtype == object else arr
+        for name, arr in zip(names, arrays, strict=True)
+    }
     return pd.DataFrame(data, copy=False)

@@ -89,7 +89,9 @@ class ReadPlan:
         exprs = self._postgres_exprs() if self.postgres else self._plain_exprs()
         stmt = sa.select(*exprs).select_from(table)
         # Only constants of this module are rendered inline (no input values).
-        self.head: str = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        self.head: str = _inline(stmt, dialect)
+        # PostgreSQL: the settings go in the COPY's own query (`copy_query`).
+        self._set, self._restore = _settings_sql(self.settings, dialect)
 
     # -- statement -------------------------------------------------------------------
     def _plain_exprs(self) -> list[sa.ColumnElement]:
@@ -160,6 +162,18 @@ class ReadPlan:
         select = psycopg.ClientCursor(conn.connection.driver_connection).mogrify(text, params)
         return f"COPY ({select}) TO STDOUT (FORMAT BINARY)"
 
+    def settings_query(self, copy: str) -> str:
+        """``copy`` preceded by the plan's settings and followed by their restoration.
+
+        One simple-protocol query (one round trip): the previous values are
+        saved in ``apdb.saved_<name>`` placeholders, local to the transaction,
+        and restored after the COPY, so the rest of a caller's transaction
+        plans as before (after an error the rollback undoes everything).
+        """
+        if not self._set:
+            return copy
+        return f"{self._set}; {copy}; {self._restore}"
+
     # -- decoding --------------------------------------------------------------------
     def decode_copy(self, data: bytes) -> Columns:
         """Columns of a binary COPY stream of `copy_query`."""
@@ -218,9 +232,7 @@ class ReadPlan:
             from apdb.sql.reads import copy_out
 
             raw = conn.connection.driver_connection
-            query = self.copy_query(conn, where)
-            with planner_settings(conn, self.settings):
-                data = copy_out(raw, query)
+            data = copy_out(raw, self.settings_query(self.copy_query(conn, where)))
             return self.decode_copy(data)
         text, params = self.sql(conn, where)
         if conn.dialect.name == "sqlite":
@@ -238,6 +250,8 @@ class ReadPlan:
         conn: sa.Connection,
         where: sa.ColumnElement[bool] | None,
         extra: dict[str, str] | None = None,
+        *,
+        analyze: bool = False,
     ) -> str:
         """Return PostgreSQL's plan of the read, under the settings the read uses.
 
@@ -247,8 +261,27 @@ class ReadPlan:
         text, params = self.sql(conn, where)
         select = psycopg.ClientCursor(conn.connection.driver_connection).mogrify(text, params)
         with planner_settings(conn, {**self.settings, **(extra or {})}):
-            rows = conn.exec_driver_sql("EXPLAIN " + select).fetchall()
+            head = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
+            rows = conn.exec_driver_sql(head + select).fetchall()
         return "\n".join(r[0] for r in rows)
+
+
+def _inline(stmt: sa.Executable, dialect: sa.Dialect) -> str:
+    """Return the SQL of a statement of module constants (rendered inline, no input values)."""
+    return str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+
+
+def _settings_sql(settings: dict[str, str], dialect: sa.Dialect) -> tuple[str, str]:
+    """``SELECT`` statements that apply ``settings`` locally and that restore them."""
+    if not settings or dialect.name != "postgresql":
+        return "", ""
+    apply, restore = [], []
+    for name, value in settings.items():
+        saved = f"apdb.saved_{name}"
+        apply.append(sa.func.set_config(saved, sa.func.current_setting(name), True))
+        apply.append(sa.func.set_config(name, value, True))
+        restore.append(sa.func.set_config(name, sa.func.current_setting(saved), True))
+    return _inline(sa.select(*apply), dialect), _inline(sa.select(*restore), dialect)
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ into columns by numpy.  Both end in `apdb.frames.to_frame`.
 
 from __future__ import annotations
 
+import functools
 import json
 import numbers
 import select
@@ -34,6 +35,9 @@ DAYS_PER_MONTH = 30.0
 def copy_out(raw: psycopg.Connection, query: str) -> bytes:
     """Run ``COPY ... TO STDOUT`` and return the whole stream.
 
+    ``query`` may hold ``SELECT`` statements before and after the COPY (one
+    simple-protocol query, one round trip): their results are skipped.
+
     Reads libpq's copy messages in a tight loop: psycopg's `Copy` iterator
     costs tens of microseconds per message, and binary COPY sends one message
     per row.  Waiting for the server (a query blocked on a lock, a slow
@@ -54,6 +58,9 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
         while pgconn.flush():
             select.select([], [pgconn.socket], [])
         result = _next_result(pgconn)
+        # Statements before the COPY in the same query (planner settings).
+        while result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+            result = _next_result(pgconn)
         if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
             error = _copy_error(pgconn, result)
             while _next_result(pgconn) is not None:
@@ -206,11 +213,32 @@ def check_object_refs(
 
 
 def region_filter(table: sa.Table, ranges: np.ndarray) -> sa.ColumnElement[bool]:
-    """OR'ed ``pixelId BETWEEN lo AND hi`` over the cover ranges."""
+    """OR'ed ``pixelId BETWEEN lo AND hi`` over the cover ranges.
+
+    The clause is a text template with ``2 n`` bound parameters, built once
+    per table and range count (`_ranges_template`): composing and compiling
+    ``n`` SQLAlchemy ``BETWEEN`` expressions per read cost more client CPU
+    than the rest of a detector-sized DiaObject read.
+    """
     if len(ranges) == 0:
         return sa.false()
+    bounds = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    template = _ranges_template(table, len(bounds))
+    values = {f"pix_{i}": int(v) for i, v in enumerate(bounds.ravel().tolist())}
+    return template.bindparams(**values)
+
+
+@functools.lru_cache(maxsize=512)
+def _ranges_template(table: sa.Table, n: int) -> sa.TextClause:
+    """``("T"."pixelId" BETWEEN :pix_0 AND :pix_1 OR ...)`` of ``n`` ranges (bigint binds)."""
     col = table.c.pixelId
-    return sa.or_(*[col.between(int(lo), int(hi)) for lo, hi in ranges])
+    name = ".".join(x for x in (table.schema, table.name, col.name) if x)
+    # The column's quoted name from SQLAlchemy (the same for every dialect we use).
+    quoted = str(col.compile(compile_kwargs={"include_table": True}))
+    assert quoted.replace('"', "") == name, quoted  # never free text
+    text = " OR ".join(f"{quoted} BETWEEN :pix_{2 * i} AND :pix_{2 * i + 1}" for i in range(n))
+    binds = [sa.bindparam(f"pix_{i}", type_=sa.BigInteger) for i in range(2 * n)]
+    return sa.text(f"({text})").bindparams(*binds)
 
 
 def id_filter(column: sa.ColumnElement, ids: np.ndarray, dialect: str) -> sa.ColumnElement[bool]:

@@ -27,6 +27,8 @@ Concurrent writers of the same objects are serialized by the caller
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import psycopg
 import sqlalchemy as sa
@@ -150,22 +152,27 @@ def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None
     ]
     nulls = [batch.null_mask(c) for c in names]
     data = encode_rows(fields, batch.n, nulls)
-    target = pgsql.Identifier(table.name)
-    if table.schema:
-        target = pgsql.Identifier(table.schema, table.name)
-    query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        target, pgsql.SQL(", ").join(map(pgsql.Identifier, names))
-    )
+    query = _copy_in_query(table.schema, table.name, tuple(names))
     raw = conn.connection.driver_connection
     try:
         with raw.cursor() as cur, cur.copy(query) as copy:
             copy.write(data)
     except psycopg.errors.IntegrityError as exc:
-        raise sa.exc.IntegrityError(str(query.as_string(raw)), None, exc) from exc
+        raise sa.exc.IntegrityError(query, None, exc) from exc
     except psycopg.Error as exc:
         if effective_sqlstate(exc) == "23505":  # a Citus worker's unique violation
-            raise sa.exc.IntegrityError(str(query.as_string(raw)), None, exc) from exc
-        raise sa.exc.DBAPIError(str(query.as_string(raw)), None, exc) from exc
+            raise sa.exc.IntegrityError(query, None, exc) from exc
+        raise sa.exc.DBAPIError(query, None, exc) from exc
+
+
+@functools.lru_cache(maxsize=256)
+def _copy_in_query(schema_name: str | None, table: str, names: tuple[str, ...]) -> str:
+    """``COPY table (columns) FROM STDIN (FORMAT BINARY)``, composed once per column set."""
+    target = pgsql.Identifier(schema_name, table) if schema_name else pgsql.Identifier(table)
+    query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        target, pgsql.SQL(", ").join(map(pgsql.Identifier, names))
+    )
+    return query.as_string(None)
 
 
 def pg_type_name(datatype: str) -> str:

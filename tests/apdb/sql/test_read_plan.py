@@ -11,7 +11,7 @@ from astropy.time import Time
 from apdb.schema import table_columns
 from apdb.sky import Cone
 from apdb.sql.read_plan import read_plan
-from apdb.sql.reads import id_filter
+from apdb.sql.reads import copy_out, id_filter
 from apdb.testing.catalogs import (
     fill_all_columns,
     make_dia_forced_sources,
@@ -161,5 +161,46 @@ def test_history_read_uses_a_bitmap_heap_scan(postgres_url, table_name):
         # And the read itself returns the rows.
         got = apdb.get_dia_sources(_mjd(60001.0), object_ids=ids[:10])
         assert sorted(got["diaSourceId"].tolist()) == ids[:10].tolist()
+    finally:
+        apdb.close()
+
+
+@pytest.mark.postgres
+def test_history_read_settings_are_local_to_the_read(postgres_url):
+    """The planner settings travel with the COPY and are restored after it.
+
+    Inside a caller's transaction that set ``enable_indexscan`` itself, a
+    history read returns its rows and leaves the caller's value in place;
+    outside the read the server's default is untouched.
+    """
+    from apdb import Apdb
+
+    apdb = Apdb.create(postgres_url)
+    try:
+        rng = np.random.default_rng(7)
+        ids = np.arange(1, 51, dtype=np.int64)
+        ra, dec = random_positions(50, RA, DEC, 0.1, rng)
+        apdb.store(
+            _mjd(60000.0),
+            make_dia_objects(ids, ra, dec, rng),
+            make_dia_sources(ids, ids, ra, dec, 1, 1, 60000.0, rng),
+        )
+        table = apdb.schema_metadata.tables["DiaSource"]
+        where = id_filter(table.c.diaObjectId, ids[:5], "postgresql")
+        with apdb.engine.connect() as conn:
+            plan = read_plan(table, conn.dialect)
+            # During the COPY the read's setting holds.
+            probe = "COPY (SELECT current_setting('enable_indexscan')) TO STDOUT"
+            raw = conn.connection.driver_connection
+            assert copy_out(raw, plan.settings_query(probe)) == b"off\n"
+            assert conn.execute(sa.text("SHOW enable_indexscan")).scalar() == "on"
+            conn.rollback()
+            for caller in ("on", "off"):
+                with conn.begin():
+                    conn.execute(sa.select(sa.func.set_config("enable_indexscan", caller, True)))
+                    got = plan.read(conn, where)
+                    assert sorted(got["diaSourceId"][0].tolist()) == ids[:5].tolist()
+                    assert conn.execute(sa.text("SHOW enable_indexscan")).scalar() == caller
+            assert conn.execute(sa.text("SHOW enable_indexscan")).scalar() == "on"
     finally:
         apdb.close()

@@ -1,0 +1,1 @@
+"""APDB scale benchmark (``python -m bench.apdb_scale``)."""
