@@ -483,8 +483,9 @@ class Apdb(ABC):
         """Return the rows of ``table`` stored or modified by a store in the chunks.
 
         ``table`` is ``DiaObject`` (new versions and the versions a store
-        closed), ``DiaSource``, ``DiaForcedSource`` or ``SSSource``.  The rows
-        have their current values plus a ``chunkId`` column.
+        closed), ``DiaSource``, ``DiaForcedSource``, ``SSSource`` or
+        ``SSObject`` (written by `store_ss_objects`).  The rows have their
+        current values plus a ``chunkId`` column.
         """
 
     @abstractmethod

@@ -36,7 +36,7 @@ from apdb.sql.reads import (
     read_frame,
     region_filter,
 )
-from apdb.sql.replica import ApdbReplicaSql, ReplicaWriter
+from apdb.sql.replica import REPLICATED_TABLES, ApdbReplicaSql, ReplicaWriter
 from apdb.sql.transaction import lock_objects, write_transaction
 from apdb.sql.updates import ApdbMetadataSql, ApdbSqlUpdates
 from apdb.sql.writes import insert_batch, update_objects
@@ -364,7 +364,9 @@ class ApdbSql(Apdb):
                 conn, self._table(ApdbTables.DiaObject), objects, visit_mjd, partitions=parts
             )
             if self._replica is not None:  # in the same transaction
-                self._replica.record_store(conn, object_ids, visit_mjd, sources, forced, ss)
+                self._replica.record_store(
+                    conn, object_ids, visit_mjd, sources, forced, ss, partitions=parts
+                )
 
         object_ids = objects.values.get("diaObjectId", np.zeros(0, np.int64))
         write_transaction(
@@ -411,6 +413,8 @@ class ApdbSql(Apdb):
                 ids = batch.values["ssObjectId"]
                 conn.execute(sa.delete(table).where(id_filter(table.c.ssObjectId, ids, dialect)))
                 insert_batch(conn, table, batch)
+                if self._replica is not None:  # in the same transaction
+                    self._replica.record_ss_objects(conn, ids)
         except sa.exc.SQLAlchemyError as exc:
             raise ApdbDatabaseError(f"storing SSObjects failed: {exc}") from exc
 
@@ -568,10 +572,8 @@ class ApdbSql(Apdb):
     ) -> pd.DataFrame:
         """Return the rows of ``table`` recorded in the chunks (see `Apdb`)."""
         reader = self._replica_reader("get_table_data_chunks")
-        if str(table) not in ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource"):
-            raise ApdbInputError(
-                str(table), "replica chunks hold DiaObject, DiaSource, DiaForcedSource, SSSource"
-            )
+        if str(table) not in REPLICATED_TABLES:
+            raise ApdbInputError(str(table), f"replica chunks hold {', '.join(REPLICATED_TABLES)}")
         return reader.get_table_data_chunks(str(table), _as_ids("chunk_ids", chunk_ids))
 
     def get_update_record_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> list[UpdateRecord]:

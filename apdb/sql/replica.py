@@ -33,7 +33,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from apdb import schema
 from apdb.frames import Batch
 from apdb.replica import ReplicaChunk, UpdateRecord
-from apdb.replica_schema import ReplicaTables, chunk_key_columns
+from apdb.replica_schema import ReplicaTables, chunk_key_columns, chunk_table_columns
+from apdb.sql.citus import partition_filter
 from apdb.sql.pgcopy import encode_rows, make_field
 from apdb.sql.reads import id_filter, read_frame
 
@@ -46,7 +47,7 @@ __all__ = [
     "rows_in_chunks",
 ]
 
-REPLICATED_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource")
+REPLICATED_TABLES = ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource", "SSObject")
 """The tables whose rows replica chunks record (by key), in replication order."""
 
 
@@ -58,12 +59,18 @@ def _insert_ignore(conn: sa.Connection, table: sa.Table) -> sa.Insert:
 
 
 def copy_keys(conn: sa.Connection, table: sa.Table, columns: dict[str, np.ndarray]) -> None:
-    """Insert key rows (BIGINT columns): binary COPY on PostgreSQL, executemany on SQLite."""
+    """Insert key rows (integer columns): binary COPY on PostgreSQL, executemany on SQLite."""
     n = len(next(iter(columns.values())))
     if n == 0:
         return
     if conn.dialect.name == "postgresql":
-        fields = [make_field(v.astype(np.int64), "long") for v in columns.values()]
+        fields = [
+            make_field(v.astype(np.int32), "int")
+            if isinstance(table.c[name].type, sa.Integer)
+            and not isinstance(table.c[name].type, sa.BigInteger)
+            else make_field(v.astype(np.int64), "long")
+            for name, v in columns.items()
+        ]
         data = encode_rows(fields, n, [None] * len(fields))
         query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             pgsql.Identifier(table.name), pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
@@ -119,11 +126,14 @@ class ReplicaWriter:
         sources: Batch,
         forced: Batch,
         ss_sources: Batch,
+        partitions: np.ndarray | None = None,
     ) -> None:
-        """Record the keys of the rows a store wrote (call after its writes).
+        """Record the partitions and keys of the rows a store wrote (call after its writes).
 
         DiaObject: every version of the stored objects that starts at the
-        visit (the new ones) or ends at it (the ones the store closed).
+        visit (the new ones) or ends at it (the ones the store closed); on
+        Citus ``partitions`` (those of the objects) prunes that read to their
+        shards.
         """
         if not (len(object_ids) or sources.n or forced.n or ss_sources.n):
             return
@@ -132,30 +142,52 @@ class ReplicaWriter:
         if len(object_ids):
             obj = self._table("DiaObject")
             start, end = obj.c.validityStartMjdTai, obj.c.validityEndMjdTai
-            select = sa.select(sa.literal(chunk, sa.BigInteger), obj.c.diaObjectId, start).where(
+            cols = chunk_table_columns("DiaObject")
+            select = sa.select(sa.literal(chunk, sa.BigInteger), *[obj.c[c] for c in cols]).where(
                 id_filter(obj.c.diaObjectId, object_ids, dialect),
                 sa.or_(start == visit_mjd, end == visit_mjd),
             )
+            if partitions is not None:
+                select = select.where(partition_filter(obj.c.partitionId, partitions))
             target = self._table(ReplicaTables.DiaObjectChunks)
-            stmt = _insert_ignore(conn, target).from_select(
-                ["chunkId", "diaObjectId", "validityStartMjdTai"], select
+            conn.execute(_insert_ignore(conn, target).from_select(["chunkId", *cols], select))
+        found = [b for b in (sources, ss_sources) if b.n]
+        if found:
+            keys = np.unique(
+                np.stack(
+                    [
+                        np.concatenate([b.values[c].astype(np.int64) for b in found])
+                        for c in ("partitionId", "diaSourceId")
+                    ],
+                    axis=1,
+                ),
+                axis=0,
             )
-            conn.execute(stmt)
-        parts = [b.values["diaSourceId"] for b in (sources, ss_sources) if b.n]
-        if parts:
-            ids = np.unique(np.concatenate(parts).astype(np.int64))
-            copy_keys(
-                conn,
-                self._table(ReplicaTables.DiaSourceChunks),
-                {"chunkId": np.full(ids.size, chunk, np.int64), "diaSourceId": ids},
-            )
+            self._copy_chunk_keys(conn, "DiaSource", chunk, keys.T)
         if forced.n:
-            ids = np.unique(forced.values["diaForcedSourceId"].astype(np.int64))
-            copy_keys(
-                conn,
-                self._table(ReplicaTables.DiaForcedSourceChunks),
-                {"chunkId": np.full(ids.size, chunk, np.int64), "diaForcedSourceId": ids},
-            )
+            keys = [forced.values[c].astype(np.int64) for c in ("partitionId", "diaForcedSourceId")]
+            self._copy_chunk_keys(conn, "DiaForcedSource", chunk, keys)
+
+    def _copy_chunk_keys(
+        self, conn: sa.Connection, table: str, chunk: int, keys: list[np.ndarray] | np.ndarray
+    ) -> None:
+        name, _ = chunk_key_columns(table)
+        cols = chunk_table_columns(table)
+        values = {"chunkId": np.full(len(keys[0]), chunk, np.int64)}
+        values.update(zip(cols, keys, strict=True))
+        copy_keys(conn, self._table(name), values)
+
+    def record_ss_objects(self, conn: sa.Connection, ss_object_ids: np.ndarray) -> None:
+        """Record the ids of the SSObjects a `store_ss_objects` wrote (same transaction)."""
+        ids = np.unique(np.asarray(ss_object_ids, np.int64))
+        if ids.size == 0:
+            return
+        chunk = self._open_chunk(conn)
+        # An SSObject written twice in a chunk is recorded once (few rows: no COPY).
+        table = self._table(ReplicaTables.SSObjectChunks)
+        conn.execute(
+            _insert_ignore(conn, table), [{"chunkId": chunk, "ssObjectId": int(i)} for i in ids]
+        )
 
     def record_update(
         self,
@@ -198,17 +230,23 @@ def _chunk_filter(column: sa.ColumnElement, chunk_ids: np.ndarray, dialect: str)
 def rows_in_chunks(
     md: sa.MetaData, table_name: str, chunk_ids: np.ndarray, dialect: str
 ) -> sa.ColumnElement[bool]:
-    """Filter on ``table_name`` for the rows whose keys are in the chunks."""
-    key_table = "DiaSource" if table_name == "SSSource" else table_name
-    chunk_name, keys = chunk_key_columns(key_table)
+    """Filter on ``table_name`` for the rows whose keys are in the chunks.
+
+    A semi-join (``(partitionId, keys) IN (SELECT ...)``): a row recorded in
+    several of the chunks comes once.  With ``partitionId`` in it, it is the
+    data table's primary key on Citus (where both tables are co-located, so
+    the join runs on each shard).
+    """
+    chunk_name, _ = chunk_key_columns(table_name)
+    cols = chunk_table_columns(table_name)
     chunks = md.tables[chunk_name]
     table = md.tables[table_name]
-    inner = sa.select(*[chunks.c[k] for k in keys]).where(
+    inner = sa.select(*[chunks.c[k] for k in cols]).where(
         _chunk_filter(chunks.c.chunkId, chunk_ids, dialect)
     )
-    if len(keys) == 1:
-        return table.c[keys[0]].in_(inner)
-    return sa.tuple_(*[table.c[k] for k in keys]).in_(inner)
+    if len(cols) == 1:
+        return table.c[cols[0]].in_(inner)
+    return sa.tuple_(*[table.c[k] for k in cols]).in_(inner)
 
 
 def read_update_records(
@@ -290,8 +328,7 @@ class ApdbReplicaSql:
         A row recorded in several of the chunks appears once per chunk.  The
         values are the rows' current values.
         """
-        key_table = "DiaSource" if table_name == "SSSource" else table_name
-        chunk_name, keys = chunk_key_columns(key_table)
+        chunk_name, keys = chunk_key_columns(table_name)
         ids = np.asarray(list(chunk_ids), np.int64)
         table = self._table(table_name)
         chunks = self._table(chunk_name)

@@ -180,3 +180,22 @@ def test_cli_errors_are_one_line(pair, tmp_path):
         open_ppdb(apdb.config.db_url)
     made = _cli("ppdb", "create", f"sqlite:///{tmp_path}/new_ppdb.sqlite3")
     assert made.returncode == 0 and made.stdout.startswith("PPDB ready at")
+
+
+def test_ss_objects_are_replicated_with_their_latest_values(pair):
+    apdb, ppdb_url = pair
+    ss = pd.DataFrame({"ssObjectId": [900, 901], "designation": ["2024 AB1", "2024 AB2"]})
+    apdb.store_ss_objects(ss)
+    time.sleep(1.2)
+    with open_ppdb(ppdb_url) as ppdb:
+        replicate(apdb, ppdb, grace=0)
+        got = ppdb.get_ss_objects().sort_values("ssObjectId").reset_index(drop=True)
+        assert got["designation"].tolist() == ["2024 AB1", "2024 AB2"]
+        # A later replacement arrives as a replacement (the row is there: upserted).
+        apdb.store_ss_objects(pd.DataFrame({"ssObjectId": [901], "designation": ["2024 ZZ9"]}))
+        time.sleep(1.2)
+        assert replicate(apdb, ppdb, grace=0).rows == 1
+        want = apdb.get_ss_objects().sort_values("ssObjectId").reset_index(drop=True)
+        got = ppdb.get_ss_objects().sort_values("ssObjectId").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, want)
+        assert got["designation"].tolist() == ["2024 AB1", "2024 ZZ9"]
