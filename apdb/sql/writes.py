@@ -97,17 +97,32 @@ def update_objects(
     if partitions is not None:
         ours = sa.and_(partition_filter(table.c.partitionId, np.unique(partitions)), ours)
     start, end = table.c.validityStartMjdTai, table.c.validityEndMjdTai
-    conn.execute(sa.delete(table).where(ours, start == visit_mjd))
-    conn.execute(
+    replaced = sa.delete(table).where(ours, start == visit_mjd)
+    closed = (
         sa.update(table)
         .where(ours, start < visit_mjd, sa.or_(end.is_(None), end > visit_mjd))
         .values(validityEndMjdTai=visit_mjd)
     )
-    newer = conn.execute(
+    find_newer = (
         sa.select(table.c.diaObjectId, sa.func.min(start))
         .where(ours, start > visit_mjd)
         .group_by(table.c.diaObjectId)
-    ).all()
+    )
+    if dialect == "postgresql" and partitions is None:
+        # One statement, one round trip: the DELETE and the UPDATE as data-modifying
+        # CTEs.  They touch disjoint rows (start = visit vs start < visit), and
+        # the SELECT of newer versions (start > visit) reads rows neither
+        # changes, so the shared snapshot gives the same answer as three
+        # statements.  (Not on Citus: it plans such CTEs across shards poorly.)
+        one = sa.literal_column("1")
+        stmt = find_newer.add_cte(
+            replaced.returning(one).cte("replaced"), closed.returning(one).cte("closed")
+        )
+        newer = conn.execute(stmt).all()
+    else:
+        conn.execute(replaced)
+        conn.execute(closed)
+        newer = conn.execute(find_newer).all()
     insert_batch(conn, table, _with_ends(batch, newer))
     return len(newer)
 
