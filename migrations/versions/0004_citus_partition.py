@@ -37,7 +37,7 @@ the coordinator), then the keys are restored and the column dropped; the
 metadata values are kept (so an upgrade again restores the same layout).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import sqlalchemy as sa
@@ -104,37 +104,38 @@ def upgrade() -> None:
         # without partitionId: computed on insert, so the backfill misses
         # none and NOT NULL holds under live writers.
         _fill_triggers(shift_sql)
-    # Batched backfills (each batch its own transaction on a live PostgreSQL).
-    todo = None if sqlite else sa.column("partitionId").is_(None)
-    obj = sa.table("DiaObject", *map(sa.column, ("diaObjectId", "pixelId", "partitionId")))
-    first = sa.table("DiaObject", *map(sa.column, _OBJ_COLS)).alias("f")
-    # The object's first version fixes its partition.
-    first_part = (
-        sa.select(first.c.pixelId.op(">>")(shift))
-        .where(first.c.diaObjectId == obj.c.diaObjectId)
-        .order_by(first.c.validityStartMjdTai)
-        .limit(1)
-        .scalar_subquery()
-    )
-    online.backfill_in_batches(obj, {"partitionId": first_part}, "diaObjectId", todo)
+    # Batched backfills (each batch its own transaction on a live PostgreSQL),
+    # each batch set-based: one UPDATE ... FROM per rule, no subquery per row.
+    only_null = not sqlite
+    obj = sa.table("DiaObject", *map(sa.column, _OBJ_COLS))
+    _backfill(obj, "diaObjectId", only_null, lambda r: [_object_update(obj, shift, r, only_null)])
+    o = sa.table("DiaObject", *map(sa.column, _OBJ_COLS)).alias("o")
     for table, key in (("DiaSource", "diaSourceId"), ("DiaForcedSource", "diaForcedSourceId")):
         src = sa.table(table, *map(sa.column, (key, "diaObjectId", "pixelId", "partitionId")))
-        o = sa.table("DiaObject", *map(sa.column, _OBJ_COLS)).alias("o")
-        of_object = (
-            sa.select(o.c.partitionId)
-            .where(o.c.diaObjectId == src.c.diaObjectId)
-            .limit(1)
-            .scalar_subquery()
+        own = src.c.pixelId.op(">>")(shift)
+        _backfill(
+            src,
+            key,
+            only_null,
+            lambda r, src=src, key=key, own=own: _source_updates(
+                src, src.c[key], (src.c.diaObjectId, o.c.diaObjectId), o, own, r, only_null
+            ),
         )
-        value = sa.func.coalesce(of_object, src.c.pixelId.op(">>")(shift))
-        online.backfill_in_batches(src, {"partitionId": value}, key, todo)
     ss = sa.table("SSSource", *map(sa.column, ("diaSourceId", "partitionId")))
     s = sa.table("DiaSource", *map(sa.column, ("diaSourceId", "partitionId"))).alias("s")
-    of_source = (
-        sa.select(s.c.partitionId).where(s.c.diaSourceId == ss.c.diaSourceId).scalar_subquery()
-    )
-    online.backfill_in_batches(
-        ss, {"partitionId": sa.func.coalesce(of_source, 0)}, "diaSourceId", todo
+    _backfill(
+        ss,
+        "diaSourceId",
+        only_null,
+        lambda r: _source_updates(
+            ss,
+            ss.c.diaSourceId,
+            (ss.c.diaSourceId, s.c.diaSourceId),
+            s,
+            sa.literal(0),
+            r,
+            only_null,
+        ),
     )
     if not context.is_offline_mode():
         _ssource_positions(op.get_bind())
@@ -146,6 +147,126 @@ def upgrade() -> None:
             for table in _PARTITIONED:
                 online.drop_fill_on_insert(table, "partitionId")
             _distribute(op.get_bind())
+
+
+# Rows per backfill batch (one transaction each on a live PostgreSQL).
+_BATCH = 50_000
+Range = tuple[int, int] | None
+
+
+def _backfill(
+    table: sa.TableClause,
+    key: str,
+    only_null: bool,
+    updates: Callable[[Range], list[sa.Update]],
+    batch_size: int = _BATCH,
+) -> None:
+    """Run ``updates(range)`` per key range of ``batch_size`` rows to fill.
+
+    Offline, the statements are printed once for the whole table (range
+    None).  On a live PostgreSQL with alembic owning the transactions, each
+    statement commits on its own, so row locks last one batch.
+    """
+    if context.is_offline_mode():
+        for stmt in updates(None):
+            op.execute(stmt)
+        return
+    if online.is_postgres() and online.settings().online:
+        with online._autocommit_block():
+            _run_batches(op.get_bind(), table, key, only_null, updates, batch_size)
+        return
+    _run_batches(op.get_bind(), table, key, only_null, updates, batch_size)
+
+
+def _run_batches(
+    conn: sa.Connection,
+    table: sa.TableClause,
+    key: str,
+    only_null: bool,
+    updates: Callable[[Range], list[sa.Update]],
+    batch_size: int,
+) -> None:
+    col = table.c[key]
+    cond = [table.c.partitionId.is_(None)] if only_null else []
+    last = None
+    while True:
+        bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
+        if last is not None:
+            bounds = bounds.where(col > last)
+        sub = bounds.subquery()
+        lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
+        if lo is None:
+            return
+        for stmt in updates((lo, hi)):
+            conn.execute(stmt)
+        last = hi
+
+
+def _object_update(
+    obj: sa.TableClause, shift: sa.ColumnElement, rng: Range, only_null: bool
+) -> sa.Update:
+    """DiaObject rows of ``rng``: the partition of the object's first version."""
+    f = sa.table("DiaObject", *map(sa.column, _OBJ_COLS)).alias("f")
+    g = sa.table("DiaObject", *map(sa.column, _OBJ_COLS)).alias("g")
+    first = sa.select(f.c.diaObjectId, sa.func.min(f.c.validityStartMjdTai).label("v0")).group_by(
+        f.c.diaObjectId
+    )
+    if rng is not None:
+        first = first.where(f.c.diaObjectId.between(*rng))
+    first = first.subquery("first")
+    first_part = (
+        sa.select(g.c.diaObjectId, g.c.pixelId.op(">>")(shift).label("p"))
+        .join_from(
+            g,
+            first,
+            sa.and_(
+                g.c.diaObjectId == first.c.diaObjectId,
+                g.c.validityStartMjdTai == first.c.v0,
+            ),
+        )
+        .subquery("fp")
+    )
+    stmt = (
+        sa.update(obj)
+        .where(obj.c.diaObjectId == first_part.c.diaObjectId)
+        .values(partitionId=first_part.c.p)
+    )
+    return _restrict(stmt, obj, obj.c.diaObjectId, rng, only_null)
+
+
+def _source_updates(
+    tgt: sa.TableClause,
+    key: sa.ColumnElement,
+    link: tuple[sa.ColumnElement, sa.ColumnElement],
+    ref: sa.TableClause,
+    own: sa.ColumnElement,
+    rng: Range,
+    only_null: bool,
+) -> list[sa.Update]:
+    """Rows of ``tgt`` in ``rng``: their ``ref`` row's partition, else ``own``.
+
+    Two set-based statements per batch: a join with the referenced table
+    (any of its rows with a partition: an object's versions share it), then
+    ``own`` for the rows with no such row.
+    """
+    ours, theirs = link
+    has_ref = sa.and_(theirs == ours, ref.c.partitionId.is_not(None))
+    joined = sa.update(tgt).where(has_ref).values(partitionId=ref.c.partitionId)
+    alone = sa.update(tgt).where(~sa.exists().where(has_ref)).values(partitionId=own)
+    return [
+        _restrict(joined, tgt, key, rng, only_null),
+        _restrict(alone, tgt, key, rng, only_null),
+    ]
+
+
+def _restrict(
+    stmt: sa.Update, tgt: sa.TableClause, key: sa.ColumnElement, rng: Range, only_null: bool
+) -> sa.Update:
+    if rng is not None:
+        stmt = stmt.where(key.between(*rng))
+    if only_null:
+        stmt = stmt.where(tgt.c.partitionId.is_(None))
+    return stmt
 
 
 def _fill_triggers(shift_sql: str) -> None:
