@@ -13,7 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ReplicaChunk", "UpdateRecord"]
+__all__ = ["CHUNKS_PER_TRANSACTION", "ReplicaChunk", "UpdateRecord"]
+
+CHUNKS_PER_TRANSACTION = 8
+"""Default number of chunks the replicator copies in one PPDB transaction."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from apdb.replica import CHUNKS_PER_TRANSACTION
+
 __all__ = ["configure_parser", "main"]
 
 
@@ -34,6 +36,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--interval", type=float, default=30.0, metavar="SECONDS", help="poll period of --follow"
     )
     rep.add_argument("--max-chunks", type=int, default=None, help="stop after N chunks")
+    rep.add_argument(
+        "--chunks-per-transaction",
+        type=int,
+        default=CHUNKS_PER_TRANSACTION,
+        metavar="N",
+        help=f"chunks copied in one PPDB transaction (default {CHUNKS_PER_TRANSACTION})",
+    )
     exp = sub.add_parser(
         "export-hats", help="export DiaObjects with nested sources as a HATS catalog (LSDB)"
     )
@@ -84,7 +93,13 @@ def main(args: argparse.Namespace) -> int:
 def _run(apdb, ppdb, args: argparse.Namespace, replicate) -> int:
     """Replicate once, or forever with ``--follow``."""
     while True:
-        stats = replicate(apdb, ppdb, grace=args.grace, max_chunks=args.max_chunks)
+        stats = replicate(
+            apdb,
+            ppdb,
+            grace=args.grace,
+            max_chunks=args.max_chunks,
+            chunks_per_transaction=args.chunks_per_transaction,
+        )
         if stats.chunks or stats.already_done or not args.follow:
             print(
                 f"replicated {stats.chunks} chunks ({stats.rows} rows, "

@@ -15,11 +15,13 @@ replicated chunks are deleted from the APDB only.  One extra table,
    chunks' update records; a reader thread does this while the writer
    stores the previous table in the PPDB;
 2. in ONE PPDB transaction the rows are written (PostgreSQL: the APDB's
-   binary ``COPY`` stream passed unchanged into the PPDB's ``COPY``; sources
-   and forced sources straight into their table, falling back to a
-   temporary table and ``INSERT ... ON CONFLICT (primary key) DO UPDATE``
-   when a row is there already, DiaObject always that way since the
-   versions a store closed are there; SQLite: ``INSERT OR REPLACE``), the
+   binary ``COPY`` stream passed unchanged into the PPDB's ``COPY``: new
+   rows (sources, forced sources, SSObjects, DiaObject versions still open)
+   straight into their table, falling back to a temporary table and
+   ``INSERT ... ON CONFLICT (primary key) DO UPDATE`` when a row is there
+   already; closed DiaObject versions (a store closed them, they may have
+   been copied open before) always that way; SQLite: ``INSERT OR
+   REPLACE``), the
    update records are applied in order (each sets values, so replaying
    changes nothing), and the chunks are inserted into ``PpdbReplicaChunk``;
 3. then the chunks are deleted from the APDB.
@@ -53,7 +55,7 @@ from apdb import schema
 from apdb.config import ApdbConfig
 from apdb.errors import ApdbDatabaseError, ApdbError, ApdbNotFoundError
 from apdb.frames import Batch
-from apdb.replica import UpdateRecord
+from apdb.replica import CHUNKS_PER_TRANSACTION, UpdateRecord
 from apdb.sql.apdb_sql import ApdbSql
 from apdb.sql.engine import WRITE
 from apdb.sql.pgcopy import encode_rows, make_field
@@ -77,7 +79,6 @@ __all__ = [
 
 PPDB_CHUNK_TABLE = "PpdbReplicaChunk"
 CRASH_ENV = "APDB_PPDB_CRASH_AT"
-CHUNKS_PER_TRANSACTION = 8
 
 
 def _chunk_table(md: sa.MetaData) -> sa.Table:
@@ -269,6 +270,7 @@ def replicate_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int) -> tuple[int, i
 
 
 _END = object()
+_READ_ORDER = ("SSObject", "DiaForcedSource", "DiaSource", "SSSource", "DiaObject")
 
 
 def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQueue) -> None:
@@ -276,9 +278,10 @@ def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQue
 
     One APDB snapshot for all of them.  Runs in a thread (its waits release
     the GIL), so the PPDB writes the first table while the next is read.
-    Items: ``(table, stream, n)`` (``raw``: binary COPY stream, ``n`` unknown:
-    -1) or a `Batch`; then ``list[UpdateRecord]``; then `_END`; an exception
-    instead if the reads fail.
+    Items: ``(table, stream, how)`` (``raw``: a binary COPY stream to
+    ``insert`` or ``merge``, see `_write`) or a `Batch`; then
+    ``list[UpdateRecord]``; then `_END`; an exception instead if the reads
+    fail.
     """
     amd = apdb.schema_metadata
     try:
@@ -286,10 +289,22 @@ def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQue
             dialect = conn.dialect.name
             if dialect == "postgresql":
                 conn.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
-            for name in REPLICATED_TABLES:
+            # The narrowest rows first: the writer starts as early as it can.
+            for name in sorted(REPLICATED_TABLES, key=_READ_ORDER.index):
                 table = amd.tables[name]
                 where = rows_in_chunks(amd, name, ids, dialect)
-                out.put(_read_raw(conn, table, where) if raw else read_batch(conn, table, where))
+                if not raw:
+                    out.put(read_batch(conn, table, where))
+                elif name == "DiaObject":
+                    # A version still open was created in these chunks: new to
+                    # the PPDB.  A closed one may have been created earlier; it
+                    # is closed first (one open version per object: a unique
+                    # index), then the new ones go in.
+                    end = table.c.validityEndMjdTai
+                    out.put(_read_raw(conn, table, sa.and_(where, end.is_not(None)), "merge"))
+                    out.put(_read_raw(conn, table, sa.and_(where, end.is_(None)), "insert"))
+                else:
+                    out.put(_read_raw(conn, table, where, "insert"))
             out.put(read_update_records(conn, amd, ids))
         out.put(_END)
     except BaseException as exc:  # handed to the writer, which raises it
@@ -345,9 +360,9 @@ def _write(conn: sa.Connection, md: sa.MetaData, item: tuple | Batch) -> int:
     if isinstance(item, Batch):
         _upsert(conn, md.tables[item.table], item)
         return item.n
-    name, data = item
+    name, data, how = item
     cols = [c.name for c in schema.table_columns(name)]
-    if name == "DiaObject":  # versions closed by this chunk's stores are there already
+    if how == "merge":  # rows likely there already
         return _merge(conn, md.tables[name], cols, data)
     return _insert_or_merge(conn, md.tables[name], cols, data)
 
@@ -365,8 +380,10 @@ def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
     _merge(conn, table, cols, encode_rows(fields, batch.n, [batch.null_mask(c) for c in cols]))
 
 
-def _read_raw(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]):
-    """``(table name, binary COPY stream)`` of every column in schema order."""
+def _read_raw(
+    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], how: str
+) -> tuple[str, bytes, str]:
+    """``(table name, binary COPY stream, how)``: every column in schema order."""
     cols = [c.name for c in schema.table_columns(table.name)]
     stmt = sa.select(*[table.c[c] for c in cols]).where(where)
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
@@ -374,7 +391,7 @@ def _read_raw(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool
     # COPY takes no server-side parameters: psycopg binds them client-side.
     select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
     query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(pgsql.SQL(select))
-    return table.name, copy_out(raw, query.as_string(raw))
+    return table.name, copy_out(raw, query.as_string(raw)), how
 
 
 def _copy_in(cur: psycopg.Cursor, table: str, cols: list[str], data: bytes) -> int:
