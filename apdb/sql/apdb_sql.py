@@ -181,6 +181,11 @@ class ApdbSql(Apdb):
         if region is not None:
             clauses.append(self._region_filter(table, region))
         with self._connect() as conn:
+            if self._citus and region is None and object_ids is not None and ids.size:
+                # Only the shards of the objects' partitions (see object_partitions).
+                objects = self._table(ApdbTables.DiaObject)
+                parts = citus.object_partitions(conn, objects, ids, self._partition_order)
+                clauses.append(citus.partition_filter(table.c.partitionId, parts))
             return read_frame(conn, table, sa.and_(*clauses), region)
 
     def get_dia_sources(
@@ -357,7 +362,9 @@ class ApdbSql(Apdb):
             # the version fix-up and the commit, not for the source inserts.
             # A unique violation here can only come from a concurrent writer
             # of the same objects: write_transaction retries it.
-            lock_objects(conn, object_ids)
+            # With the objects' partitions: a store of more objects than the
+            # lock budget holds off only the writers of its partitions.
+            lock_objects(conn, object_ids, objects.values.get("partitionId"))
             # On Citus only the shards of the objects' partitions.
             parts = objects.values.get("partitionId") if self._citus else None
             update_objects(

@@ -42,7 +42,14 @@ from apdb.errors import ApdbConcurrencyError, ApdbDatabaseError, ApdbError
 from apdb.sql.citus import effective_sqlstate
 from apdb.sql.engine import WRITE
 
-__all__ = ["GATE_KEY", "is_retryable", "lock_budget", "lock_objects", "write_transaction"]
+__all__ = [
+    "GATE_KEY",
+    "PARTITION_CLASS",
+    "is_retryable",
+    "lock_budget",
+    "lock_objects",
+    "write_transaction",
+]
 
 T = TypeVar("T")
 
@@ -79,6 +86,9 @@ def is_retryable(exc: BaseException) -> bool:
 
 # Advisory-lock key of the gate every object lock passes (DiaObject ids are >= 0).
 GATE_KEY = -1
+# Advisory-lock class (first key of the two-integer form) of the partition locks.
+PARTITION_CLASS = 0x41504442  # "APDB"
+_GATE_SHARED, _PART_SHARED, _PART_EXCLUSIVE, _OBJECT = 0, 1, 2, 3
 # Lock-table slots per transaction kept free for other locks.
 _LOCK_SLACK = 16
 _budgets: weakref.WeakKeyDictionary[sa.Engine, int] = weakref.WeakKeyDictionary()
@@ -99,38 +109,73 @@ def lock_budget(conn: sa.Connection) -> int:
     return _budgets[engine]
 
 
-def lock_objects(conn: sa.Connection, object_ids: np.ndarray) -> None:
-    """Take transaction-scoped locks on ``object_ids`` in ascending order.
+def lock_objects(
+    conn: sa.Connection, object_ids: np.ndarray, partitions: np.ndarray | None = None
+) -> None:
+    """Take transaction-scoped locks on ``object_ids`` in a global order.
 
-    PostgreSQL: one statement.  Up to `lock_budget` ids: the gate
-    (`GATE_KEY`) in shared mode, then ``pg_advisory_xact_lock`` on each
-    sorted, de-duplicated id, so writers of disjoint objects run in parallel
-    and writers of shared objects queue on the first shared id.  More ids
-    than the budget: the gate alone, exclusively; such a writer waits for
-    every object writer to finish and runs alone, using one lock-table slot
-    instead of one per object.  SQLite: nothing (``BEGIN IMMEDIATE`` already
-    serializes writers).
+    PostgreSQL: one statement; keys are taken in the order gate
+    (`GATE_KEY`), partitions (ascending), object ids (ascending), so no two
+    writers can deadlock on them.
+
+    - Up to `lock_budget` keys: the gate in shared mode, the objects'
+      partitions (``partitionId``, when given) in shared mode, then
+      ``pg_advisory_xact_lock`` on each sorted, de-duplicated id: writers of
+      disjoint objects run in parallel, writers of shared objects queue on
+      the first shared id.
+    - More ids than that, with ``partitions`` given (a store: a DiaObject
+      never changes partition): the gate shared and the partitions
+      exclusively.  Such a writer waits for, and holds off, only the writers
+      of objects in the same partitions (order-6 HEALPix pixels, ~0.9°);
+      writers elsewhere on the sky run in parallel.  Partition keys live in
+      the two-integer advisory key space (class `PARTITION_CLASS`), apart
+      from the object ids.
+    - Otherwise (more ids or partitions than the budget, or partitions
+      unknown): the gate alone, exclusively; such a writer waits for every
+      object writer to finish and runs alone, using one lock-table slot.
+
+    A writer that gives no ``partitions`` (the daytime operations) cannot
+    be excluded by a partition-exclusive writer, so it always takes the
+    gate exclusively.
+
+    SQLite: nothing (``BEGIN IMMEDIATE`` already serializes writers).
     """
     if conn.dialect.name != "postgresql" or object_ids.size == 0:
         return
     keys = np.unique(object_ids.astype(np.int64))  # sorted
-    if keys.size > lock_budget(conn):
+    budget = lock_budget(conn)
+    parts = None if partitions is None else np.unique(np.asarray(partitions, np.int64))
+    if parts is None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
         return
-    keys = np.concatenate([[GATE_KEY], keys])
-    # unnest() yields the array in order, so the locks are taken in order:
-    # the gate (shared) first, then the objects.
+    n_parts = parts.size
+    if keys.size + n_parts <= budget:
+        kinds = [_GATE_SHARED] + [_PART_SHARED] * n_parts + [_OBJECT] * keys.size
+        values = [GATE_KEY, *parts.tolist(), *keys.tolist()]
+    elif n_parts <= budget:
+        kinds = [_GATE_SHARED] + [_PART_EXCLUSIVE] * n_parts
+        values = [GATE_KEY, *parts.tolist()]
+    else:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
+        return
+    # unnest() yields the arrays in order, so the locks are taken in order.
     source = (
-        sa.func.unnest(sa.bindparam("keys", keys.tolist(), type_=postgresql.ARRAY(sa.BigInteger)))
-        .table_valued("k")
+        sa.func.unnest(
+            sa.bindparam("kinds", kinds, type_=postgresql.ARRAY(sa.SmallInteger)),
+            sa.bindparam("keys", values, type_=postgresql.ARRAY(sa.BigInteger)),
+        )
+        .table_valued("kind", "k")
         .render_derived(name="lock_keys")
     )
+    cls = sa.literal(PARTITION_CLASS, sa.Integer)
+    part = sa.cast(source.c.k, sa.Integer)
     locked = sa.case(
-        (source.c.k == GATE_KEY, sa.func.pg_advisory_xact_lock_shared(source.c.k).cast(sa.Text)),
-        else_=sa.func.pg_advisory_xact_lock(source.c.k).cast(sa.Text),
-    )
-    stmt = sa.select(sa.func.count(locked)).select_from(source)
-    conn.execute(stmt)
+        (source.c.kind == _GATE_SHARED, sa.func.pg_advisory_xact_lock_shared(source.c.k)),
+        (source.c.kind == _PART_SHARED, sa.func.pg_advisory_xact_lock_shared(cls, part)),
+        (source.c.kind == _PART_EXCLUSIVE, sa.func.pg_advisory_xact_lock(cls, part)),
+        else_=sa.func.pg_advisory_xact_lock(source.c.k),
+    ).cast(sa.Text)
+    conn.execute(sa.select(sa.func.count(locked)).select_from(source))
 
 
 def write_transaction(
@@ -141,6 +186,7 @@ def write_transaction(
     object_ids: np.ndarray | None = None,
     max_attempts: int = 5,
     lock_first: bool = True,
+    partitions: np.ndarray | None = None,
 ) -> T:
     """Run ``work(conn)`` in a write transaction, retried on concurrency errors.
 
@@ -164,6 +210,9 @@ def write_transaction(
         calls `lock_objects` itself when it reaches the objects, so that the
         locks are held for less time (`ApdbSql.store` writes its sources
         first); the ids are then only named in errors.
+    partitions : `numpy.ndarray`, optional
+        ``partitionId`` of the objects, for `lock_objects` (without them a
+        writer of objects runs alone, under the exclusive gate).
 
     Returns
     -------
@@ -191,7 +240,7 @@ def write_transaction(
                 conn = conn.execution_options(**options)
                 with conn.begin():
                     if lock_first:
-                        lock_objects(conn, ids)
+                        lock_objects(conn, ids, partitions)
                     return work(conn)
         except ApdbError:
             raise

@@ -141,16 +141,18 @@ def test_advisory_locks_serialize_writers_on_shared_objects(postgres_server, pos
         t1 = threading.Thread(
             target=write_transaction,
             args=(db.engine, first),
-            kwargs={"what": "a", "object_ids": np.array([3, 1, 2])},
+            kwargs={"what": "a", "object_ids": np.array([3, 1, 2]), "partitions": np.array([7])},
         )
         t1.start()
         assert inside.wait(30)
         # Disjoint ids do not wait.
-        write_transaction(db.engine, other, what="c", object_ids=np.array([4, 5]))
+        write_transaction(
+            db.engine, other, what="c", object_ids=np.array([4, 5]), partitions=np.array([7])
+        )
         t2 = threading.Thread(
             target=write_transaction,
             args=(db.engine, second),
-            kwargs={"what": "b", "object_ids": np.array([5, 2])},
+            kwargs={"what": "b", "object_ids": np.array([5, 2]), "partitions": np.array([7])},
         )
         t2.start()
         t2.join(0.5)
@@ -229,6 +231,80 @@ def test_a_writer_over_the_lock_budget_takes_the_gate_alone(postgres_server, pos
             t.join(60)
         plan = [(v, 1, ids.tolist()) for v in (1, 2, 3)]
         assert_chains_equal(actual_chains(db), expected_chains(plan))
+    finally:
+        db.close()
+        postgres_server.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_a_big_writer_holds_off_only_its_partitions(postgres_server, postgres_template):
+    """Over the lock budget with partitions: the partitions are locked exclusively.
+
+    A big writer in partition 1 does not wait for (nor hold off) writers of
+    partition 2, big or small; a small writer of partition 1 waits for it,
+    even for other objects; a writer without partitions takes the gate
+    exclusively and waits for everyone.
+    """
+    name = "tx_partitions"
+    db = Apdb.from_url(postgres_server.create_database(name, template=postgres_template))
+    try:
+        transaction._budgets[db.engine] = 3
+        order = []
+        go = threading.Event()
+        inside = threading.Event()
+
+        def big(conn: sa.Connection) -> None:
+            order.append("big-in")
+            inside.set()
+            assert go.wait(30)
+            order.append("big-out")
+
+        def note(label):
+            def work(conn: sa.Connection) -> None:
+                order.append(label)
+
+            return work
+
+        def run(work, ids, parts, label):
+            kwargs = {"what": label, "object_ids": np.array(ids)}
+            if parts is not None:
+                kwargs["partitions"] = np.array(parts)
+            return threading.Thread(target=write_transaction, args=(db.engine, work), kwargs=kwargs)
+
+        holder = run(big, [1, 2, 3, 4, 5], [1, 1, 1, 1, 1], "big")
+        holder.start()
+        assert inside.wait(30)
+        # Partition 2, big and small: no wait.
+        write_transaction(
+            db.engine,
+            note("other-big"),
+            what="x",
+            object_ids=np.arange(10, 20),
+            partitions=np.full(10, 2),
+        )
+        write_transaction(
+            db.engine,
+            note("other-small"),
+            what="y",
+            object_ids=np.array([30]),
+            partitions=np.array([2]),
+        )
+        # Partition 1 (other objects) and a writer without partitions: they wait.
+        waiting = [
+            run(note("same-partition"), [40], [1], "z"),
+            run(note("no-partitions"), [50], None, "w"),
+        ]
+        for t in waiting:
+            t.start()
+        for t in waiting:
+            t.join(0.5)
+            assert t.is_alive()
+        go.set()
+        holder.join(30)
+        for t in waiting:
+            t.join(30)
+        assert order[:4] == ["big-in", "other-big", "other-small", "big-out"]
+        assert sorted(order[4:]) == ["no-partitions", "same-partition"]
     finally:
         db.close()
         postgres_server.drop_database(name)
