@@ -41,6 +41,7 @@ __all__ = [
     "effective_sqlstate",
     "explain_tasks",
     "has_citus",
+    "object_partitions",
     "partition_filter",
     "region_partitions",
     "assign_partitions",
@@ -121,6 +122,29 @@ def region_partitions(region: Region, order: int) -> np.ndarray:
     ring = hp.get_all_neighbours(1 << fine, pixels, nest=True).ravel()
     pixels = np.union1d(pixels, ring[ring >= 0])
     return np.unique(pixels >> (2 * (fine - order)))
+
+
+def object_partitions(
+    conn: sa.Connection, objects: sa.Table, ids: np.ndarray, order: int
+) -> np.ndarray:
+    """Partitions that may hold the sources of DiaObjects ``ids`` (for shard pruning).
+
+    The objects' own partitions (one small query over DiaObject) and their
+    neighbours at ``order``: a source carries the partition of the object it
+    was stored with, and `reassign_dia_sources_to_dia_objects` moves sources
+    between objects of the same neighbourhood (deduplication merges objects
+    an arcsecond apart), the assumption the store's object lookup makes too.
+    An id with no DiaObject contributes nothing.
+    """
+    from apdb.sql.reads import id_filter
+
+    stmt = (
+        sa.select(objects.c.partitionId)
+        .distinct()
+        .where(id_filter(objects.c.diaObjectId, np.asarray(ids, dtype=np.int64), "postgresql"))
+    )
+    own = np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
+    return _neighbourhood(own, order)
 
 
 def _neighbourhood(pixels: np.ndarray, order: int) -> np.ndarray:

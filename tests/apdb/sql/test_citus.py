@@ -245,3 +245,69 @@ def test_a_worker_lost_before_commit_leaves_nothing(citus_cluster, monkeypatch):
             assert sum(per_worker) == 2000 and min(per_worker) > 0
             got = db.get_dia_objects(Cone(10.0, -40.0, 3.5))
             assert sorted(got["diaObjectId"]) == ids.tolist()
+
+
+@pytest.mark.postgres
+@pytest.mark.citus
+def test_a_read_by_object_ids_prunes_to_their_partitions(citus_url, monkeypatch):
+    import apdb.sql.apdb_sql as apdb_sql
+
+    captured = []
+    original = apdb_sql.read_frame
+
+    def spy(conn, table, where, region):
+        captured.append((table, where))
+        return original(conn, table, where, region)
+
+    monkeypatch.setattr(apdb_sql, "read_frame", spy)
+    rng = np.random.default_rng(5)
+    with Apdb.from_url(citus_url) as db:
+        ids, ra, dec = _fill_field(db, rng)
+        wanted = ids[Cone(200.5, 20.5, 0.1).contains(ra, dec)]
+        assert len(wanted) > 3
+        got = db.get_dia_sources(_mjd(60001.0), object_ids=wanted)
+        # Known truth: each object's one source, diaSourceId = diaObjectId + 10000.
+        assert sorted(got["diaSourceId"]) == sorted(wanted + 10_000)
+        table, where = captured[-1]
+        assert table.name == "DiaSource"
+        with db.engine.connect() as conn:
+            pruned, plan = explain_tasks(conn, sa.select(table.c.diaSourceId).where(where))
+            unpruned = sa.select(table.c.diaSourceId).where(
+                table.c.diaObjectId.in_(wanted.tolist())
+            )
+            full, _ = explain_tasks(conn, unpruned)
+            # The shards of the objects' partitions and their neighbours.
+            parts = np.unique(
+                pixel_index(ra[np.isin(ids, wanted)], dec[np.isin(ids, wanted)], ORDER)
+            )
+            shards = {
+                conn.execute(
+                    sa.text("SELECT get_shard_id_for_distribution_column('\"DiaSource\"', :p)"),
+                    {"p": int(p)},
+                ).scalar()
+                for p in apdb_sql.citus._neighbourhood(parts, ORDER)
+            }
+        assert full == 8
+        assert pruned == len(shards) < full, plan
+
+        # A source moved (deduplication) to an object across a partition boundary
+        # is still found by the new object's id.
+        ra1, dec1, ra2 = _across_a_boundary()
+        pair = np.array([90_001, 90_002], dtype=np.int64)
+        db.store(
+            _mjd(60000.5),
+            make_dia_objects(pair, np.array([ra1, ra2]), np.array([dec1, dec1]), rng),
+            make_dia_sources(
+                pair + 10_000,
+                pair,
+                np.array([ra1, ra2]),
+                np.array([dec1, dec1]),
+                2,
+                1,
+                60000.5,
+                rng,
+            ),
+        )
+        db.reassign_dia_sources_to_dia_objects({90_001 + 10_000: 90_002})
+        moved = db.get_dia_sources(_mjd(60001.0), object_ids=[90_002])
+        assert sorted(moved["diaSourceId"]) == [100_001, 100_002]
