@@ -28,6 +28,7 @@ from tasks.diffim.fftconv import TiledSpectrum
 __all__ = [
     "MatchingKernel",
     "alard_lupton_basis",
+    "clean_stamps",
     "fit_matching_kernel",
     "gaussian_matching_kernel",
     "KernelFitError",
@@ -175,6 +176,42 @@ def gaussian_matching_kernel(
     k = np.exp(-(g[:, None] ** 2 + g[None, :] ** 2) / (2 * width**2))
     k /= k.sum()
     return MatchingKernel(k[None], np.ones((1, 1)), 0.0, (0, 0, shape[1] - 1, shape[0] - 1))
+
+
+def clean_stamps(usable: np.ndarray, x: np.ndarray, y: np.ndarray, half: int) -> np.ndarray:
+    """Which stars' ``(2 half + 1)**2`` stamps lie inside the image on usable pixels only.
+
+    Parameters
+    ----------
+    usable : `numpy.ndarray` of bool
+        Pixels that may enter a stamp.
+    x, y : `numpy.ndarray`
+        Array positions of the stars (rounded to the nearest pixel).
+    half : `int`
+        Half-size of the stamp (fitted stamp plus kernel half-size).
+
+    Returns
+    -------
+    clean : `numpy.ndarray` of bool
+        One flag per star.
+
+    Notes
+    -----
+    Computed from a summed-area table of the unusable pixels, so checking
+    every peak of a real image (tens of thousands) costs one pass over it.
+    """
+    height, width = usable.shape
+    cx = np.floor(np.asarray(x, dtype=float) + 0.5).astype(np.int64)
+    cy = np.floor(np.asarray(y, dtype=float) + 0.5).astype(np.int64)
+    inside = (cx >= half) & (cx < width - half) & (cy >= half) & (cy < height - half)
+    table = np.zeros((height + 1, width + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(~usable, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    x0 = np.clip(cx - half, 0, width)
+    x1 = np.clip(cx + half + 1, 0, width)
+    y0 = np.clip(cy - half, 0, height)
+    y1 = np.clip(cy + half + 1, 0, height)
+    bad = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return inside & (bad == 0)
 
 
 def _basis_convolutions(stamps: np.ndarray, basis: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from tasks.diffim.kernel import (
     KernelFitError,
     MatchingKernel,
     alard_lupton_basis,
+    clean_stamps,
     fit_matching_kernel,
     gaussian_matching_kernel,
 )
@@ -295,7 +296,17 @@ class SubtractImagesTask(Task):
         peaks = all_peaks.select(all_peaks.snr >= np.float32(cfg.starMinSnr))
         if len(peaks) == 0:
             raise KernelFitError("no star above the template S/N threshold")
-        chosen = np.arange(min(len(peaks), cfg.maxStars))
+        # Only stars whose whole stamp (fitted stamp plus kernel border) is
+        # usable can enter the fit, so they are chosen before the brightest
+        # `maxStars` are kept: on a real image the brightest peaks are mostly
+        # saturated (their SAT pixels and masked bleed trails disqualify them),
+        # and keeping the brightest first left too few clean stamps.
+        clean = clean_stamps(usable, peaks.ix, peaks.iy, stamp_half + half)
+        if not clean.any():
+            raise KernelFitError(
+                f"none of {len(peaks)} stars above the template S/N threshold has a clean stamp"
+            )
+        chosen = np.flatnonzero(clean)[: cfg.maxStars]
         kernel, used = fit_matching_kernel(
             sci_img,
             sci_var,

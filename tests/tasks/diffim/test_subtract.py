@@ -13,6 +13,7 @@ from astropy.time import Time
 from apdb.schema import table_columns
 from tasks.core.ids import split_ids
 from tasks.diffim.detect import DetectAndMeasureTask
+from tasks.diffim.kernel import clean_stamps
 from tasks.diffim.subtract import SubtractImagesConfig, SubtractImagesTask
 from tasks.images import (
     Box2I,
@@ -345,3 +346,40 @@ def test_detection_on_a_science_image_gives_a_src_table():
     ].to_numpy()[best[sel]]
     assert abs(np.median(pull)) < 0.5
     assert np.std(pull) < 2.0
+
+
+def test_clean_stamps_agree_with_a_direct_check():
+    rng = np.random.default_rng(5)
+    usable = rng.random((80, 90)) > 0.002
+    x, y = rng.uniform(-3, 93, 400), rng.uniform(-3, 83, 400)
+    half = 6
+    expected = []
+    for xi, yi in zip(x, y, strict=True):
+        cx, cy = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))
+        inside = half <= cx < 90 - half and half <= cy < 80 - half
+        expected.append(
+            inside and bool(usable[cy - half : cy + half + 1, cx - half : cx + half + 1].all())
+        )
+    got = clean_stamps(usable, x, y, half)
+    assert got.tolist() == expected and 0 < got.sum() < len(got)
+
+
+def test_kernel_is_fitted_when_the_brightest_stars_are_saturated():
+    # A real image's brightest stars are saturated: the first maxStars peaks by S/N
+    # all have SAT pixels in their stamps.  The kernel stars are the clean stamps
+    # among all bright peaks, so the fit still finds its stars (it fell back to the
+    # Gaussian kernel when the brightest were taken first).
+    field = Field(seed=11, n_static=200)
+    template, science = field.template(), field.science()
+    config = SubtractImagesConfig(maxStars=40)
+    order = np.argsort(-field.template_flux)
+    for k in order[:60]:  # the 60 brightest: a saturated core in the science image
+        cx, cy = int(round(field.x[k])), int(round(field.y[k]))
+        if 0 <= cx < SIZE and 0 <= cy < SIZE:
+            science.mask[max(cy - 1, 0) : cy + 2, max(cx - 1, 0) : cx + 2] |= np.uint32(
+                MaskPlane.SAT
+            )
+    sub = SubtractImagesTask(config=config).run(template, science)
+    assert sub.kernelMode == "fit" and sub.nKernelStars >= config.minStars
+    chi2, _ = star_chi2(field, sub.difference)
+    assert np.median(chi2) == pytest.approx(1.0, abs=0.15)
