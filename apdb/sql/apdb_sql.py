@@ -353,6 +353,10 @@ class ApdbSql(Apdb):
                 citus=self._citus,
             )
             for step, batch in steps:
+                if self._citus:  # keys include partitionId there: ids reused elsewhere
+                    citus.refuse_ids_stored_elsewhere(
+                        conn, {step.value: self._table(step)}, [batch]
+                    )
                 try:
                     insert_batch(conn, self._table(step), batch)
                 except sa.exc.IntegrityError as exc:

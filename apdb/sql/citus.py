@@ -43,6 +43,7 @@ __all__ = [
     "has_citus",
     "object_partitions",
     "partition_filter",
+    "refuse_ids_stored_elsewhere",
     "region_partitions",
     "assign_partitions",
 ]
@@ -145,6 +146,40 @@ def object_partitions(
     )
     own = np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
     return _neighbourhood(own, order)
+
+
+def refuse_ids_stored_elsewhere(
+    conn: sa.Connection, tables: dict[str, sa.Table], batches: list[Batch]
+) -> None:
+    """Citus: refuse DiaSource/DiaForcedSource ids already stored in any partition.
+
+    On PostgreSQL and SQLite the primary key (``diaSourceId``) and the
+    ``diaForcedSourceId`` unique constraint refuse a reused id; on Citus both
+    start with ``partitionId`` (the distribution column), so an id reused
+    under another partition would be accepted.  This query, in the store's
+    transaction before the inserts, reads every shard (no index has the id
+    first: a scan of each shard's key index).  Two concurrent stores reusing
+    one id in two partitions can both pass it (no cross-shard unique key).
+
+    Raises
+    ------
+    apdb.errors.AlreadyStoredError
+        Some ids are stored (the same error as the other backends raise).
+    """
+    from apdb.errors import AlreadyStoredError
+    from apdb.sql.reads import id_filter
+
+    keys = {"DiaSource": "diaSourceId", "DiaForcedSource": "diaForcedSourceId"}
+    for batch in batches:
+        key = keys.get(batch.table)
+        if key is None or batch.n == 0 or key not in batch.values:
+            continue
+        column = tables[batch.table].c[key]
+        ids = np.asarray(batch.values[key], dtype=np.int64)
+        stmt = sa.select(column).where(id_filter(column, ids, "postgresql"))
+        found = sorted(r[0] for r in conn.execute(stmt))
+        if found:
+            raise AlreadyStoredError(batch.table, key, found)
 
 
 def _neighbourhood(pixels: np.ndarray, order: int) -> np.ndarray:

@@ -408,3 +408,33 @@ def test_not_a_dataframe_and_bad_time(seeded):
         apdb.store(60001.0, **frames)
     with pytest.raises(ColumnTypeError, match="object_ids"):
         apdb.get_dia_sources(T1, object_ids=["1; DROP TABLE x"])
+
+
+@pytest.mark.parametrize(
+    ("frame", "key"), [("dia_sources", "diaSourceId"), ("dia_forced_sources", "diaForcedSourceId")]
+)
+def test_ids_reused_in_another_partition_are_refused(seeded, frame, key):
+    """On Citus the keys include partitionId: an id stored far away must still be refused."""
+    apdb, frames = seeded
+    before = _snapshot(apdb)
+    rng = np.random.default_rng(12)
+    ids = np.arange(501, 521, dtype=np.int64)
+    # 90 degrees away from visit 1's field: other partitions (and shards).
+    ra, dec = random_positions(20, RA + 90.0, DEC, 0.05, rng)
+    reused = ids - 400  # 101..120: visit 1's ids
+    new = ids + 1000
+    far = {
+        "dia_objects": make_dia_objects(ids, ra, dec, rng),
+        "dia_sources": make_dia_sources(
+            reused if frame == "dia_sources" else new, ids, ra, dec, 2, 1, T1.mjd, rng
+        ),
+        "dia_forced_sources": make_dia_forced_sources(
+            reused if frame == "dia_forced_sources" else new, ids, ra, dec, 2, 1, T1.mjd, rng
+        ),
+    }
+    with pytest.raises(AlreadyStoredError, match="101") as info:
+        apdb.store(T1, **far)
+    assert info.value.column == key
+    assert info.value.ids == list(range(101, 121))
+    _assert_unchanged(apdb, before)
+    assert len(apdb.get_dia_objects(Cone(RA + 90.0, DEC, 1.0))) == 0
