@@ -421,31 +421,50 @@ def read_image(
         raise IngestError(f"no such image: {path}")
     image_hdu = profile.image_hdu if hdu is None else hdu
     try:
-        hdul = fits.open(path, memmap=False)
+        with warnings.catch_warnings(record=True) as opened:
+            warnings.simplefilter("always")
+            hdul = fits.open(path, memmap=False)
     except OSError as exc:
         raise IngestError(f"cannot read {path}: {exc}") from None
-    with hdul:
-        data_hdu = _hdu(hdul, image_hdu, "image")
-        header = fits.Header(hdul[0].header)
-        if data_hdu is not hdul[0]:
-            header.update(data_hdu.header)  # the extension's keywords win
-        image = np.asarray(data_hdu.data, dtype=np.float32)
-        if image.ndim != 2:
-            raise IngestError(f"the image HDU is {image.ndim}-D, expected 2-D")
-        variance = None
-        if profile.variance_hdu is not None:
-            variance = _variance(
-                _hdu(hdul, profile.variance_hdu, "variance").data, profile.variance_kind
-            )
-        mask = np.zeros(image.shape, dtype=np.uint32)
-        if profile.mask_hdu is not None:
-            mask |= _mask(_hdu(hdul, profile.mask_hdu, "mask").data, profile)
-    if variance_path is not None:
-        with fits.open(variance_path, memmap=False) as vh:
-            variance = _variance(_hdu(vh, image_hdu, "variance").data, profile.variance_kind)
-    if mask_path is not None:
-        with fits.open(mask_path, memmap=False) as mh:
-            mask |= _mask(_hdu(mh, image_hdu, "mask").data, profile)
+    # a truncated or corrupt file fails only when its data are read (astropy
+    # raises OSError, ValueError or TypeError there): our error, with the file
+    try:
+        with hdul, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            data_hdu = _hdu(hdul, image_hdu, "image")
+            header = fits.Header(hdul[0].header)
+            if data_hdu is not hdul[0]:
+                header.update(data_hdu.header)  # the extension's keywords win
+            image = np.asarray(data_hdu.data, dtype=np.float32)
+            if image.ndim != 2:
+                raise IngestError(f"the image HDU is {image.ndim}-D, expected 2-D")
+            variance = None
+            if profile.variance_hdu is not None:
+                variance = _variance(
+                    _hdu(hdul, profile.variance_hdu, "variance").data, profile.variance_kind
+                )
+            mask = np.zeros(image.shape, dtype=np.uint32)
+            if profile.mask_hdu is not None:
+                mask |= _mask(_hdu(hdul, profile.mask_hdu, "mask").data, profile)
+    except (OSError, ValueError, TypeError) as exc:
+        raise IngestError(f"cannot read {path}: {exc}") from None
+    for warning in opened + caught:
+        # astropy only warns when a file is shorter than its headers say
+        if "truncated" in str(warning.message):
+            raise IngestError(f"cannot read {path}: {warning.message}")
+        _log.debug("%s: %s", path.name, warning.message)
+    for extra, what in ((variance_path, "variance"), (mask_path, "mask")):
+        if extra is None:
+            continue
+        try:
+            with fits.open(extra, memmap=False) as eh:
+                data = _hdu(eh, image_hdu, what).data
+                if what == "variance":
+                    variance = _variance(data, profile.variance_kind)
+                else:
+                    mask |= _mask(data, profile)
+        except (OSError, ValueError, TypeError) as exc:
+            raise IngestError(f"cannot read {what} file {extra}: {exc}") from None
     for name, plane in (("variance", variance), ("mask", mask)):
         if plane is not None and plane.shape != image.shape:
             raise IngestError(
@@ -455,6 +474,10 @@ def read_image(
     mask[missing] |= np.uint32(int(MaskPlane.NO_DATA))
     image = np.where(missing, np.float32(0.0), image)
     usable = (mask & int(MaskPlane.NO_DATA | MaskPlane.BAD | MaskPlane.SAT)) == 0
+    if not usable.any():
+        raise IngestError(
+            f"{path.name}: no usable pixel (every pixel is NaN/inf or masked NO_DATA, BAD or SAT)"
+        )
     sky = np.zeros_like(image)
     if profile.subtract_background:
         sky = background(image, usable, profile.background_mesh)

@@ -45,7 +45,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Ingest the files; exit status 1 on the first bad file (the earlier ones stay)."""
+    """Ingest the files; exit status 1, with nothing written, when any file is bad."""
     from tasks.core.base import TaskError
     from tasks.data.layout import DataLayout
     from tasks.ingest.fits_ingest import ingest_image, read_image
@@ -63,19 +63,31 @@ def main(args: argparse.Namespace) -> int:
         if args.visit is not None and len(args.files) > 1:
             raise TaskError("--visit applies to one image at a time")
         profile = load_profile(args.profile)
-        layout = DataLayout(args.data_dir)
+        # every file is read (and refused) before anything is written: a bad
+        # file leaves the data directory exactly as it was
+        exposures = []
         for k, path in enumerate(args.files):
-            exposure = read_image(
-                path,
-                profile,
-                mask_path=args.mask[k] if args.mask else None,
-                variance_path=args.variance[k] if args.variance else None,
-                hdu=hdu,
-                zero_point=args.zero_point,
-                visit=args.visit,
-                detector=args.detector,
-                template=args.role == "template",
-            )
+            try:
+                exposures.append(
+                    read_image(
+                        path,
+                        profile,
+                        mask_path=args.mask[k] if args.mask else None,
+                        variance_path=args.variance[k] if args.variance else None,
+                        hdu=hdu,
+                        zero_point=args.zero_point,
+                        visit=args.visit,
+                        detector=args.detector,
+                        template=args.role == "template",
+                    )
+                )
+            except TaskError as exc:
+                message = str(exc)
+                if path.name not in message:
+                    message = f"{path.name}: {message}"
+                raise TaskError(message) from None
+        layout = DataLayout(args.data_dir)
+        for path, exposure in zip(args.files, exposures, strict=True):
             result = ingest_image(layout, exposure, role=args.role)
             rel = result.path.relative_to(layout.root)
             print(
