@@ -27,6 +27,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from scipy.stats import norm
 
 from tasks.characterize import FinalizeCharacterizationTask
 from tasks.characterize.own_stars import isolated_stars_from_detections
@@ -200,11 +201,22 @@ def test_completeness_against_snr_and_spurious_detections(experiment):
     dist, idx = tree.query(np.column_stack([injected["x"], injected["y"]]))
     injected = injected.assign(found=dist < 2.0)
     matched = found.iloc[idx[injected["found"].to_numpy()]]
+    # expected: a source of S/N s (variance-plane units) is detected when s plus Gaussian
+    # noise of the measured scale passes the threshold, P = Phi((s - 5) / scale)
+    scale = summary["noise"]["scale"]
+    injected["expected"] = norm.cdf((injected["snr"] - 5.0) / scale)
     bins = pd.cut(injected["snr"], SNR_BINS)
-    table = injected.groupby(bins, observed=True)["found"].agg(["size", "mean"])
-    print("\ninjected S/N  n  completeness")
+    table = injected.groupby(bins, observed=True).agg(
+        size=("found", "size"), mean=("found", "mean"), expected=("expected", "mean")
+    )
+    print("\ninjected S/N  n  completeness  expected")
     for interval, row in table.iterrows():
-        print(f"  {interval}  {int(row['size']):3d}  {row['mean']:.2f}")
+        print(f"  {interval}  {int(row['size']):3d}  {row['mean']:.2f}  {row['expected']:.2f}")
+    # every bin agrees with the Gaussian expectation (binomial, 3 sigma, plus 0.1 for
+    # the injected sources' own photon noise and the S/N measured with the model PSF)
+    for _, row in table.iterrows():
+        p = row["expected"]
+        assert abs(row["mean"] - p) <= 3.0 * np.sqrt(p * (1 - p) / row["size"]) + 0.1
     # spurious: detections more than 3 px from every injected source
     near = cKDTree(np.column_stack([injected["x"], injected["y"]])).query(
         np.column_stack([found["x"], found["y"]])
