@@ -10,6 +10,10 @@ transients and variables must be found.
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -81,23 +85,56 @@ def user_files(tmp_path_factory):
     return sim, science, deep, profile_path
 
 
+def _documented_commands() -> list[list[str]]:
+    """The command block of docs/tasks.md, "From FITS images to alerts", split into words."""
+    text = (Path(__file__).parents[3] / "docs" / "tasks.md").read_text()
+    section = text.split("### From FITS images to alerts", 1)[1]
+    block = section.split("```", 2)[1]
+    return [shlex.split(line) for line in block.strip().splitlines()]
+
+
 def test_walkthrough_from_fits_files_to_alerts(user_files, tmp_path, capsys):
     sim, science, deep, profile = user_files
     data = tmp_path / "mydata"
+    url = f"sqlite:///{tmp_path / 'apdb.sqlite3'}"
+    # the documented commands, word for word, on the user's files (the shell's glob
+    # and the file names replaced by their paths here)
+    commands = _documented_commands()
+    assert [c[:2] for c in commands] == [
+        ["apdb-pipeline", "ingest"],
+        ["apdb-pipeline", "ingest"],
+        ["apdb-pipeline", "check"],
+        ["apdb-pipeline", "run"],
+    ]
+    names = {p.name: str(p) for p in [*science, *deep, profile]}
+    names |= {"mydata": str(data), "sqlite:///apdb.sqlite3": url}
+
+    def words(command: list[str]) -> list[str]:
+        out = []
+        for word in command[1:]:
+            if word == "night1_*.fits":
+                out.extend(map(str, science))
+            else:
+                out.append(names.get(word, word))
+        return out
+
     # 1. ingest the science images and the templates
-    assert main(["ingest", str(data), *map(str, science), "--profile", str(profile)]) == 0
+    assert main(words(commands[0])) == 0
     out = capsys.readouterr().out
     assert out.count("science)") == 4
-    args = ["ingest", str(data), *map(str, deep), "--profile", str(profile), "--role", "template"]
-    assert main(args) == 0
+    line = re.compile(
+        r"night1_\d+\.fits -> exposures/visit_\d{7}/det_000\.fits "
+        r"\(visit \d+ det 0 band [gr], science\)"
+    )
+    assert all(line.fullmatch(row) for row in out.splitlines()), out
+    assert main(words(commands[1])) == 0
     assert "coadds/deep/tract_0/patch_0/g.fits" in capsys.readouterr().out
     # 2. check what can run
-    assert main(["check", str(data)]) == 0
+    assert main(words(commands[2])) == 0
     out = capsys.readouterr().out
     assert "4 of 4 visit/detectors can run" in out and "template: plain" in out
     # 3. run the pipeline
-    url = f"sqlite:///{tmp_path / 'apdb.sqlite3'}"
-    assert main(["run", str(data), "--apdb-url", url, "--no-progress"]) == 0
+    assert main(words(commands[3])) == 0
     out = capsys.readouterr().out
     assert "visits/detectors processed: 4" in out and "failed: 0" in out
     # 4. the alerts: valid, and every bright truth transient/variable among them
