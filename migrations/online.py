@@ -14,7 +14,9 @@ make those writers wait for long, and never fail them.  On PostgreSQL:
   or NOT NULL with a constant server default (PostgreSQL >= 11 stores it in
   the catalogue, the table is not rewritten);
 - backfills run in key-range batches of their own transactions
-  (`backfill_in_batches`), so no row lock is held for the whole table.
+  (`backfill_in_batches`; `backfill_by_key_ranges` for set-based statements
+  such as ``UPDATE ... FROM`` a join), so no row lock is held for the whole
+  table.
 
 On SQLite (one writer at a time, no concurrent builds) each helper is the
 plain alembic operation; PostgreSQL-only features are no-ops.  In offline
@@ -39,6 +41,7 @@ from alembic import op
 __all__ = [
     "LockSettings",
     "add_column_online",
+    "backfill_by_key_ranges",
     "backfill_in_batches",
     "configure",
     "create_index_online",
@@ -476,6 +479,70 @@ def _backfill(
             return total
         stmt = sa.update(table).where(col.between(lo, hi), *cond).values(values)
         total += conn.execute(stmt).rowcount
+        last = hi
+
+
+def backfill_by_key_ranges(
+    table: sa.TableClause,
+    key: str,
+    updates: Callable[[tuple[object, object] | None], Sequence[sa.Executable]],
+    where: sa.ColumnElement[bool] | None = None,
+    batch_size: int = 20_000,
+) -> None:
+    """Run set-based statements per key range of ``batch_size`` rows.
+
+    `backfill_in_batches` sets values that are expressions of the row; when
+    the value comes from other rows (a join), a correlated subquery per row
+    is slow: ``updates`` instead builds, for a key range ``(lo, hi)``,
+    statements such as ``UPDATE ... FROM`` a join restricted to that range.
+
+    Parameters
+    ----------
+    table : `sqlalchemy.TableClause`
+        Table whose ``key`` column orders the batches.
+    key : `str`
+        An indexed, unique column.
+    updates : callable
+        ``updates((lo, hi))`` returns the statements of one batch (keys in
+        ``[lo, hi]``); ``updates(None)``, in offline mode, those of the whole
+        table, printed once.
+    where : SQL expression, optional
+        Only ranges of rows matching it (e.g. ``col IS NULL``: a re-run
+        resumes); the statements must restrict themselves likewise.
+    batch_size : `int`
+        Rows per range; on PostgreSQL online each statement commits on its
+        own (autocommit), so row locks last one statement.
+    """
+    if _offline():
+        for stmt in updates(None):
+            op.execute(stmt)
+        return
+    if is_postgres() and _settings.online:
+        with _autocommit_block():
+            _run_ranges(op.get_bind(), table.c[key], updates, where, batch_size)
+        return
+    _run_ranges(op.get_bind(), table.c[key], updates, where, batch_size)
+
+
+def _run_ranges(
+    conn: sa.Connection,
+    col: sa.ColumnElement,
+    updates: Callable[[tuple[object, object] | None], Sequence[sa.Executable]],
+    where: sa.ColumnElement[bool] | None,
+    batch_size: int,
+) -> None:
+    cond = [where] if where is not None else []
+    last = None
+    while True:
+        bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
+        if last is not None:
+            bounds = bounds.where(col > last)
+        sub = bounds.subquery()
+        lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
+        if lo is None:
+            return
+        for stmt in updates((lo, hi)):
+            conn.execute(stmt)
         last = hi
 
 

@@ -159,47 +159,10 @@ def _backfill(
     key: str,
     only_null: bool,
     updates: Callable[[Range], list[sa.Update]],
-    batch_size: int = _BATCH,
 ) -> None:
-    """Run ``updates(range)`` per key range of ``batch_size`` rows to fill.
-
-    Offline, the statements are printed once for the whole table (range
-    None).  On a live PostgreSQL with alembic owning the transactions, each
-    statement commits on its own, so row locks last one batch.
-    """
-    if context.is_offline_mode():
-        for stmt in updates(None):
-            op.execute(stmt)
-        return
-    if online.is_postgres() and online.settings().online:
-        with online._autocommit_block():
-            _run_batches(op.get_bind(), table, key, only_null, updates, batch_size)
-        return
-    _run_batches(op.get_bind(), table, key, only_null, updates, batch_size)
-
-
-def _run_batches(
-    conn: sa.Connection,
-    table: sa.TableClause,
-    key: str,
-    only_null: bool,
-    updates: Callable[[Range], list[sa.Update]],
-    batch_size: int,
-) -> None:
-    col = table.c[key]
-    cond = [table.c.partitionId.is_(None)] if only_null else []
-    last = None
-    while True:
-        bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
-        if last is not None:
-            bounds = bounds.where(col > last)
-        sub = bounds.subquery()
-        lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
-        if lo is None:
-            return
-        for stmt in updates((lo, hi)):
-            conn.execute(stmt)
-        last = hi
+    """`online.backfill_by_key_ranges` over the rows still without partitionId."""
+    where = table.c.partitionId.is_(None) if only_null else None
+    online.backfill_by_key_ranges(table, key, updates, where, batch_size=_BATCH)
 
 
 def _object_update(
