@@ -130,22 +130,38 @@ def object_partitions(
 ) -> np.ndarray:
     """Partitions that may hold the sources of DiaObjects ``ids`` (for shard pruning).
 
-    The objects' own partitions (one small query over DiaObject) and their
-    neighbours at ``order``: a source carries the partition of the object it
-    was stored with, and `reassign_dia_sources_to_dia_objects` moves sources
-    between objects of the same neighbourhood (deduplication merges objects
-    an arcsecond apart), the assumption the store's object lookup makes too.
-    An id with no DiaObject contributes nothing.
+    A source carries the partition of the object it was stored with; one
+    moved by `reassign_dia_sources_to_dia_objects` (deduplication merges
+    objects an arcsecond apart) keeps its old object's, which was created
+    near the new object's position.  So: the objects' own partitions, and
+    those within one HEALPix pixel at ``order + 4`` (≈ 3.4 arcmin at order 6)
+    of any version's position, the padding `region_partitions` uses.  One
+    small query over DiaObject (every shard); an id with no DiaObject
+    contributes nothing.
     """
     from apdb.sql.reads import id_filter
 
+    ids = np.asarray(ids, dtype=np.int64)
     stmt = (
-        sa.select(objects.c.partitionId)
+        sa.select(objects.c.partitionId, objects.c.ra, objects.c.dec)
         .distinct()
-        .where(id_filter(objects.c.diaObjectId, np.asarray(ids, dtype=np.int64), "postgresql"))
+        .where(id_filter(objects.c.diaObjectId, ids, "postgresql"))
     )
-    own = np.fromiter((r[0] for r in conn.execute(stmt)), dtype=np.int64)
-    return _neighbourhood(own, order)
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return np.zeros(0, dtype=np.int64)
+    own = np.array([r[0] for r in rows], dtype=np.int64)
+    fine = order + _PAD_ORDERS
+    pixels = np.unique(
+        pixel_index(
+            np.array([r[1] for r in rows], dtype=float),
+            np.array([r[2] for r in rows], dtype=float),
+            fine,
+        )
+    )
+    ring = _hp().get_all_neighbours(1 << fine, pixels, nest=True).ravel()
+    pixels = np.union1d(pixels, ring[ring >= 0])
+    return np.union1d(own, pixels >> (2 * _PAD_ORDERS))
 
 
 def refuse_ids_stored_elsewhere(

@@ -276,16 +276,22 @@ def test_a_read_by_object_ids_prunes_to_their_partitions(citus_url, monkeypatch)
                 table.c.diaObjectId.in_(wanted.tolist())
             )
             full, _ = explain_tasks(conn, unpruned)
-            # The shards of the objects' partitions and their neighbours.
+            # The shards of the partitions within 3.4 arcmin of the objects.
+            mask = np.isin(ids, wanted)
             parts = np.unique(
-                pixel_index(ra[np.isin(ids, wanted)], dec[np.isin(ids, wanted)], ORDER)
+                np.concatenate(
+                    [
+                        region_partitions(Cone(r, d, 1e-6), ORDER)
+                        for r, d in zip(ra[mask], dec[mask], strict=True)
+                    ]
+                )
             )
             shards = {
                 conn.execute(
                     sa.text("SELECT get_shard_id_for_distribution_column('\"DiaSource\"', :p)"),
                     {"p": int(p)},
                 ).scalar()
-                for p in apdb_sql.citus._neighbourhood(parts, ORDER)
+                for p in parts
             }
         assert full == 8
         assert pruned == len(shards) < full, plan
