@@ -86,6 +86,11 @@ def is_retryable(exc: BaseException) -> bool:
 
 # Advisory-lock key of the gate every object lock passes (DiaObject ids are >= 0).
 GATE_KEY = -1
+# Partition locks for stores over the lock budget (see `lock_objects`).  Off:
+# on the 2-core benchmark machine (bench.apdb_concurrency --max-locks 64,
+# W = 16) they gave no throughput gain over the exclusive gate and 9-12 s
+# tail latencies of history reads, cause not found (docs/benchmarks.md).
+PARTITION_LOCKS = False
 # Advisory-lock class (first key of the two-integer form) of the partition locks.
 PARTITION_CLASS = 0x41504442  # "APDB"
 _GATE_SHARED, _PART_SHARED, _PART_EXCLUSIVE, _OBJECT = 0, 1, 2, 3
@@ -134,9 +139,13 @@ def lock_objects(
       unknown): the gate alone, exclusively; such a writer waits for every
       object writer to finish and runs alone, using one lock-table slot.
 
-    A writer that gives no ``partitions`` (the daytime operations) cannot
-    be excluded by a partition-exclusive writer, so it always takes the
-    gate exclusively.
+    The partition locks are used only when `PARTITION_LOCKS` is on (off by
+    default: measured no better than the gate, see its comment); otherwise,
+    and for writers that give no ``partitions``, the locks are the gate in
+    shared mode plus the ids up to the budget, or the gate exclusively.
+    With `PARTITION_LOCKS` on, a writer that gives no ``partitions`` (the
+    daytime operations) cannot be excluded by a partition-exclusive writer,
+    so it always takes the gate exclusively.
 
     SQLite: nothing (``BEGIN IMMEDIATE`` already serializes writers).
     """
@@ -144,10 +153,18 @@ def lock_objects(
         return
     keys = np.unique(object_ids.astype(np.int64))  # sorted
     budget = lock_budget(conn)
-    parts = None if partitions is None else np.unique(np.asarray(partitions, np.int64))
-    if parts is None:
+    if not PARTITION_LOCKS:
+        # Per-object locks under the shared gate, or the exclusive gate alone.
+        if keys.size > budget:
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
+            return
+        kinds = [_GATE_SHARED] + [_OBJECT] * keys.size
+        _take(conn, kinds, [GATE_KEY, *keys.tolist()])
+        return
+    if partitions is None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
         return
+    parts = np.unique(np.asarray(partitions, np.int64))
     n_parts = parts.size
     if keys.size + n_parts <= budget:
         kinds = [_GATE_SHARED] + [_PART_SHARED] * n_parts + [_OBJECT] * keys.size
@@ -158,6 +175,11 @@ def lock_objects(
     else:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(GATE_KEY).cast(sa.Text)))
         return
+    _take(conn, kinds, values)
+
+
+def _take(conn: sa.Connection, kinds: list[int], values: list[int]) -> None:
+    """Take the advisory locks ``(kind, key)`` in list order, in one statement."""
     # unnest() yields the arrays in order, so the locks are taken in order.
     source = (
         sa.func.unnest(

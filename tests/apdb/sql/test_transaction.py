@@ -237,14 +237,17 @@ def test_a_writer_over_the_lock_budget_takes_the_gate_alone(postgres_server, pos
 
 
 @pytest.mark.postgres
-def test_a_big_writer_holds_off_only_its_partitions(postgres_server, postgres_template):
-    """Over the lock budget with partitions: the partitions are locked exclusively.
+def test_a_big_writer_holds_off_only_its_partitions(
+    postgres_server, postgres_template, monkeypatch
+):
+    """With `PARTITION_LOCKS`, over the budget: the partitions are locked exclusively.
 
     A big writer in partition 1 does not wait for (nor hold off) writers of
     partition 2, big or small; a small writer of partition 1 waits for it,
     even for other objects; a writer without partitions takes the gate
     exclusively and waits for everyone.
     """
+    monkeypatch.setattr(transaction, "PARTITION_LOCKS", True)  # off by default
     name = "tx_partitions"
     db = Apdb.from_url(postgres_server.create_database(name, template=postgres_template))
     try:
