@@ -268,7 +268,8 @@ def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData
         Database schema (namespace) of the tables; `None` for the default.
     citus : `bool`, optional
         The keys of a Citus APDB (revision 0004): primary and unique keys of
-        the distributed tables start with ``partitionId``, as Citus requires.
+        the distributed tables start with ``partitionId``, as Citus requires;
+        plain indexes on the source ids (revision 0007).
     """
     md = sa.MetaData(naming_convention=NAMING_CONVENTION, schema=schema)
     lead = ("partitionId",) if citus else ()
@@ -312,6 +313,8 @@ def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData
             sqlite_where=has_sso,
         ),
         sa.Index("IDX_DiaSource_pixelId", "pixelId"),
+        # Citus (revision 0007): reused ids are looked up across partitions
+        *([sa.Index("IDX_DiaSource_diaSourceId", "diaSourceId")] if citus else []),
     )
     _table(
         md,
@@ -322,6 +325,11 @@ def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData
         ),
         sa.Index("IDX_DiaForcedSource_visitDetector", "visit", "detector"),
         sa.Index("IDX_DiaForcedSource_pixelId", "pixelId"),
+        *(
+            [sa.Index("IDX_DiaForcedSource_diaForcedSourceId", "diaForcedSourceId")]
+            if citus
+            else []
+        ),
     )
     _table(
         md,

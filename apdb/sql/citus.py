@@ -173,9 +173,9 @@ def refuse_ids_stored_elsewhere(
     ``diaForcedSourceId`` unique constraint refuse a reused id; on Citus both
     start with ``partitionId`` (the distribution column), so an id reused
     under another partition would be accepted.  This query, in the store's
-    transaction before the inserts, reads every shard (no index has the id
-    first: a scan of each shard's key index).  Two concurrent stores reusing
-    one id in two partitions can both pass it (no cross-shard unique key).
+    transaction before the inserts, reads every shard through the id
+    indexes of revision 0007.  Two concurrent stores reusing one id in two
+    partitions can both pass it (no cross-shard unique key).
 
     Raises
     ------
