@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.apdb_cycle.workload import DeepFieldWorkload, load_column_spec
+from bench.apdb_cycle.workload import fill_frame, load_column_spec
 from tasks.core.ids import make_ids
 
 __all__ = ["Cycle", "FieldConfig", "Sky"]
@@ -231,11 +231,4 @@ class Sky:
         return ra, dec
 
     def _frame(self, table: str, core: dict, n: int, rng: np.random.Generator) -> pd.DataFrame:
-        cols = {}
-        for name, kind, nullable in self.spec[table]:
-            if name in core:
-                value = core[name]
-                cols[name] = value if kind == "str" else np.asarray(value).astype(kind)
-            else:
-                cols[name] = DeepFieldWorkload._fill(rng, kind, nullable, n, name)
-        return pd.DataFrame(cols)
+        return fill_frame(self.spec, table, core, n, rng)

@@ -208,17 +208,7 @@ class DeepFieldWorkload:
         return np.full(n, "v1", dtype=object)
 
     def _frame(self, table: str, core: dict, n: int, rng: np.random.Generator) -> pd.DataFrame:
-        cols = {}
-        for name, kind, nullable in self.spec[table]:
-            if name in core:
-                value = core[name]
-                if kind == "str" or isinstance(value, pd.api.extensions.ExtensionArray):
-                    cols[name] = value
-                else:
-                    cols[name] = np.asarray(value).astype(kind, copy=False)
-            else:
-                cols[name] = self._fill(rng, kind, nullable, n, name)
-        return pd.DataFrame(cols)
+        return fill_frame(self.spec, table, core, n, rng)
 
     # -- the visits ---------------------------------------------------------------
     def __iter__(self):
@@ -395,3 +385,25 @@ class DeepFieldWorkload:
             core[f"{band}_fpFluxMean"] = _nan_div(st.fp_sf[b, idx], st.fp_siv[b, idx])
             core[f"{band}_fpFluxMeanErr"] = np.sqrt(_nan_div(np.ones(n), st.fp_siv[b, idx]))
         return self._frame("DiaObject", core, n, rng)
+
+
+def fill_frame(
+    spec: dict, table: str, core: dict, n: int, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Return ``n`` rows of every column of ``table`` in ``spec`` (from `load_column_spec`).
+
+    Columns named in ``core`` take its values (cast to the column's kind);
+    every other column is filled by `DeepFieldWorkload._fill`, so rows are
+    as wide as in production.
+    """
+    cols = {}
+    for name, kind, nullable in spec[table]:
+        if name in core:
+            value = core[name]
+            if kind == "str" or isinstance(value, pd.api.extensions.ExtensionArray):
+                cols[name] = value
+            else:
+                cols[name] = np.asarray(value).astype(kind, copy=False)
+        else:
+            cols[name] = DeepFieldWorkload._fill(rng, kind, nullable, n, name)
+    return pd.DataFrame(cols)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bench.apdb_cycle.workload import DeepFieldWorkload, load_column_spec
+from bench.apdb_cycle.workload import fill_frame, load_column_spec
 from tasks.core.ids import MAX_DETECTORS, make_ids
 
 __all__ = ["ScaleConfig", "ScaleSky", "VisitRows"]
@@ -169,14 +169,7 @@ class ScaleSky:
         return VisitRows(rnd, field, visit, detector, mjd, objects, sources, forced)
 
     def _frame(self, table: str, core: dict, n: int, rng: np.random.Generator) -> pd.DataFrame:
-        cols = {}
-        for name, kind, nullable in self.spec[table]:
-            if name in core:
-                value = core[name]
-                cols[name] = value if kind == "str" else np.asarray(value).astype(kind)
-            else:
-                cols[name] = DeepFieldWorkload._fill(rng, kind, nullable, n, name)
-        return pd.DataFrame(cols)
+        return fill_frame(self.spec, table, core, n, rng)
 
 
 def _random_in_cone(
