@@ -49,6 +49,7 @@ __all__ = [
     "drop_fill_on_insert",
     "drop_index_online",
     "fill_on_insert",
+    "is_distributed",
     "is_postgres",
     "set_not_null_online",
     "settings",
@@ -106,6 +107,24 @@ def settings() -> LockSettings:
 def is_postgres() -> bool:
     """Whether the revision runs against PostgreSQL (online or offline)."""
     return op.get_context().dialect.name == "postgresql"
+
+
+def is_distributed(table: str) -> bool:
+    """Whether ``table`` is a Citus distributed table (connected PostgreSQL only).
+
+    Offline (``--sql``) and on SQLite: `False` (the backend is only known
+    when connected).
+    """
+    if _offline() or not is_postgres():
+        return False
+    bind = op.get_bind()
+    has = bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).scalar()
+    if not has:
+        return False
+    stmt = sa.text(
+        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"
+    )
+    return bool(bind.execute(stmt, {"t": f'"{table}"'}).scalar())
 
 
 def _offline() -> bool:

@@ -33,7 +33,7 @@ changes are no longer recorded).
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import context, op
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 try:  # an installed wheel ships this folder as apdb/migrations
@@ -56,19 +56,6 @@ _TABLES = {
     "DiaSourceChunks": (("diaSourceId",), (sa.BigInteger,), ("DiaSource", "SSSource")),
     "DiaForcedSourceChunks": (("diaForcedSourceId",), (sa.BigInteger,), ("DiaForcedSource",)),
 }
-
-
-def _is_citus(bind: sa.Connection) -> bool:
-    """Whether ``DiaObject`` is a Citus distributed table."""
-    if bind.dialect.name != "postgresql":
-        return False
-    has = bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).scalar()
-    if not has:
-        return False
-    stmt = sa.text(
-        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"
-    )
-    return bool(bind.execute(stmt, {"t": '"DiaObject"'}).scalar())
 
 
 def _rebuild(table: str, with_partition: bool, citus: bool = False) -> None:
@@ -135,7 +122,7 @@ def _distribute(table: str) -> None:
 
 
 def upgrade() -> None:
-    citus = not context.is_offline_mode() and _is_citus(op.get_bind())
+    citus = online.is_distributed("DiaObject")
     for table in _TABLES:
         _rebuild(table, with_partition=True, citus=citus)
     op.create_table(

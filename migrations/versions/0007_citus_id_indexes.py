@@ -23,9 +23,6 @@ Downgrade: the two indexes are dropped (Citus only).
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import context, op
-
 try:  # an installed wheel ships this folder as apdb/migrations
     from apdb.migrations import online
 except ModuleNotFoundError:  # a source checkout
@@ -43,30 +40,15 @@ _INDEXES = {
 }
 
 
-def _is_citus() -> bool:
-    """Whether this is a connected Citus APDB (``DiaSource`` is distributed)."""
-    if context.is_offline_mode():
-        return False
-    bind = op.get_bind()
-    if bind.dialect.name != "postgresql":
-        return False
-    if not bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'citus'")).scalar():
-        return False
-    stmt = sa.text(
-        "SELECT count(*) FROM pg_dist_partition WHERE logicalrelid = CAST(:t AS regclass)"
-    )
-    return bool(bind.execute(stmt, {"t": '"DiaSource"'}).scalar())
-
-
 def upgrade() -> None:
-    if not _is_citus():
+    if not online.is_distributed("DiaSource"):
         return
     for name, (table, column) in _INDEXES.items():
         online.create_index_online(name, table, [column])
 
 
 def downgrade() -> None:
-    if not _is_citus():
+    if not online.is_distributed("DiaSource"):
         return
     for name, (table, _) in _INDEXES.items():
         online.drop_index_online(name, table)
