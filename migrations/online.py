@@ -487,6 +487,20 @@ def _backfill(
     batch_size: int,
 ) -> int:
     total = 0
+    for lo, hi in _key_ranges(conn, col, cond, batch_size):
+        stmt = sa.update(table).where(col.between(lo, hi), *cond).values(values)
+        total += conn.execute(stmt).rowcount
+    return total
+
+
+def _key_ranges(
+    conn: sa.Connection, col: sa.ColumnElement, cond: list, batch_size: int
+) -> Iterator[tuple[object, object]]:
+    """Yield ``(lo, hi)`` of consecutive ranges of ``batch_size`` rows matching ``cond``.
+
+    Each range is looked up after the caller has handled the previous one,
+    so rows the caller updates out of ``cond`` are not counted twice.
+    """
     last = None
     while True:
         bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
@@ -495,9 +509,8 @@ def _backfill(
         sub = bounds.subquery()
         lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
         if lo is None:
-            return total
-        stmt = sa.update(table).where(col.between(lo, hi), *cond).values(values)
-        total += conn.execute(stmt).rowcount
+            return
+        yield lo, hi
         last = hi
 
 
@@ -551,18 +564,9 @@ def _run_ranges(
     batch_size: int,
 ) -> None:
     cond = [where] if where is not None else []
-    last = None
-    while True:
-        bounds = sa.select(col.label("k")).where(*cond).order_by(col).limit(batch_size)
-        if last is not None:
-            bounds = bounds.where(col > last)
-        sub = bounds.subquery()
-        lo, hi = conn.execute(sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k))).one()
-        if lo is None:
-            return
-        for stmt in updates((lo, hi)):
+    for key_range in _key_ranges(conn, col, cond, batch_size):
+        for stmt in updates(key_range):
             conn.execute(stmt)
-        last = hi
 
 
 _PG_VIEWS = sa.text(
