@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -40,6 +42,19 @@ def _hold_lock(url: str, table: str, seconds: float, ready: threading.Event) -> 
     engine.dispose()
 
 
+@contextlib.contextmanager
+def _writer_holding(url: str, table: str, seconds: float) -> Iterator[None]:
+    """A writer holds ``table`` for ``seconds`` from the start of the block (joined at its end)."""
+    ready = threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(url, table, seconds, ready))
+    holder.start()
+    ready.wait(10)
+    try:
+        yield
+    finally:
+        holder.join()
+
+
 def _column_names(conn: sa.Connection) -> set[str]:
     return {c["name"] for c in sa.inspect(conn).get_columns("t")}
 
@@ -49,19 +64,15 @@ def test_step_waits_in_short_slices_until_the_writer_commits(postgres_url, setti
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         _make_table(conn, 10)
-    ready = threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(postgres_url, "t", 1.0, ready))
-    holder.start()
-    ready.wait(10)
-    start = time.time()
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn)
-        conn.commit()  # as in env.py: alembic owns the transactions
-        with Operations.context(ctx):
-            online.add_column_online("t", sa.Column("x", sa.Integer(), nullable=True))
-        elapsed = time.time() - start
-        assert "x" in _column_names(conn)
-    holder.join()
+    with _writer_holding(postgres_url, "t", 1.0):
+        start = time.time()
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn)
+            conn.commit()  # as in env.py: alembic owns the transactions
+            with Operations.context(ctx):
+                online.add_column_online("t", sa.Column("x", sa.Integer(), nullable=True))
+            elapsed = time.time() - start
+            assert "x" in _column_names(conn)
     engine.dispose()
     # It could only succeed once the holder released its lock (after ~1 s),
     # through several 200 ms waits.
@@ -74,18 +85,13 @@ def test_step_gives_up_after_its_retries_and_changes_nothing(postgres_url, setti
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         _make_table(conn, 10)
-    ready = threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(postgres_url, "t", 3.0, ready))
-    holder.start()
-    ready.wait(10)
-    with engine.connect() as conn:
+    with _writer_holding(postgres_url, "t", 3.0), engine.connect() as conn:
         ctx = MigrationContext.configure(conn)
         conn.commit()
         with pytest.raises(sa.exc.OperationalError) as info, Operations.context(ctx):
             online.add_column_online("t", sa.Column("x", sa.Integer()))
         assert "no lock after 3 tries" in "".join(getattr(info.value, "__notes__", []))
         assert "x" not in _column_names(conn)
-    holder.join()
     engine.dispose()
 
 
@@ -201,11 +207,7 @@ def test_in_a_callers_transaction_a_timed_out_step_rolls_back_to_its_savepoint(
     engine = sa.create_engine(postgres_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         _make_table(conn, 10)
-    ready = threading.Event()
-    holder = threading.Thread(target=_hold_lock, args=(postgres_url, "t", 2.0, ready))
-    holder.start()
-    ready.wait(10)
-    with engine.connect() as conn:
+    with _writer_holding(postgres_url, "t", 2.0), engine.connect() as conn:
         with conn.begin(), Operations.context(MigrationContext.configure(conn)):
             with pytest.raises(sa.exc.OperationalError):
                 online.add_column_online("t", sa.Column("x", sa.Integer()))
@@ -213,5 +215,4 @@ def test_in_a_callers_transaction_a_timed_out_step_rolls_back_to_its_savepoint(
             conn.execute(sa.text("CREATE TABLE u (id INTEGER)"))
         assert "x" not in _column_names(conn)
         assert sa.inspect(conn).has_table("u")
-    holder.join()
     engine.dispose()
