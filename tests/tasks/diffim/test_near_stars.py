@@ -10,28 +10,14 @@ with the neighbour rescue (default): 99.4 %, 1.7 spurious (docs/tasks.md).
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tasks.diffim.detect import DetectAndMeasureTask
-from tests.tasks.diffim.nearstar import detect_pair, make_pair, recovery
+from tests.tasks.diffim.nearstar import rescue_outcomes
 
 
 @pytest.fixture(scope="module")
 def outcomes():
-    rows = {}
-    for rescue in (False, True):
-        tables, spurious = [], []
-        for seed in (1, 2):
-            pair = make_pair(seed)
-            task = DetectAndMeasureTask()
-            task.config.doNeighbourRescue = rescue
-            sources, difference = detect_pair(pair, task)
-            table, n_spurious = recovery(pair, sources, difference)
-            tables.append(table)
-            spurious.append(n_spurious)
-        rows[rescue] = (pd.concat(tables, ignore_index=True), float(np.mean(spurious)))
-    return rows
+    return rescue_outcomes((1, 2))
 
 
 def _fraction(table, near, lo, hi):
