@@ -150,18 +150,10 @@ def object_partitions(
     rows = conn.execute(stmt).all()
     if not rows:
         return np.zeros(0, dtype=np.int64)
-    own = np.array([r[0] for r in rows], dtype=np.int64)
+    own, ra, dec = (np.asarray(column) for column in zip(*rows, strict=True))
     fine = order + _PAD_ORDERS
-    pixels = np.unique(
-        pixel_index(
-            np.array([r[1] for r in rows], dtype=float),
-            np.array([r[2] for r in rows], dtype=float),
-            fine,
-        )
-    )
-    ring = _hp().get_all_neighbours(1 << fine, pixels, nest=True).ravel()
-    pixels = np.union1d(pixels, ring[ring >= 0])
-    return np.union1d(own, pixels >> (2 * _PAD_ORDERS))
+    pixels = _neighbourhood(pixel_index(ra.astype(float), dec.astype(float), fine), fine)
+    return np.union1d(own.astype(np.int64), pixels >> (2 * _PAD_ORDERS))
 
 
 def refuse_ids_stored_elsewhere(
