@@ -37,7 +37,7 @@ from psycopg import sql as pgsql
 from apdb import schema
 from apdb.frames import Batch
 from apdb.sql.citus import effective_sqlstate, partition_filter
-from apdb.sql.pgcopy import PG_TYPES, encode_rows, make_field
+from apdb.sql.pgcopy import encode_rows, make_field
 from apdb.sql.reads import id_filter
 
 __all__ = ["insert_batch", "update_objects"]
@@ -188,8 +188,3 @@ def _copy_in_query(schema_name: str | None, table: str, names: tuple[str, ...]) 
         target, pgsql.SQL(", ").join(map(pgsql.Identifier, names))
     )
     return query.as_string(None)
-
-
-def pg_type_name(datatype: str) -> str:
-    """PostgreSQL type name of a Felis datatype (for documentation/tests)."""
-    return PG_TYPES[datatype][1]
