@@ -180,6 +180,23 @@ def test_cli_errors_are_one_line(pair, tmp_path):
         open_ppdb(apdb.config.db_url)
     made = _cli("ppdb", "create", f"sqlite:///{tmp_path}/new_ppdb.sqlite3")
     assert made.returncode == 0 and made.stdout.startswith("PPDB ready at")
+    # A bad batch size is refused before anything moves: the chunks stay in the APDB.
+    _history(apdb)
+    chunks = apdb.get_replica_chunks()
+    assert chunks
+    for bad in ("0", "-3"):
+        out = _cli(
+            "ppdb",
+            "replicate",
+            apdb.config.db_url,
+            made.stdout.split()[3],
+            "--once",
+            "--chunks-per-transaction",
+            bad,
+        )
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "chunks_per_transaction must be >= 1" in out.stderr
+    assert apdb.get_replica_chunks() == chunks
 
 
 def test_ss_objects_are_replicated_with_their_latest_values(pair):
