@@ -1,12 +1,11 @@
 """PostgreSQL binary COPY to and from numpy, without per-row Python.
 
-Both directions use rows in which every field has a fixed width, so that the
-whole COPY stream is one numpy structured array:
+Both directions go through numpy structured arrays of fixed-width rows:
 
-- writing (`encode_rows`): rows are grouped by NULL pattern and by the byte
-  length of each string value, so that within a group every row has the
-  same layout: one structured array per group (a NULL field is only its
-  length, -1);
+- writing (`encode_rows`): every row is laid out at full width (each string
+  at the batch's widest), then one boolean byte mask drops what a row does
+  not send: the value of a NULL field (only its length, -1, is sent) and the
+  padding after a shorter string;
 - reading (`decode_rows`): the SELECT wraps nullable columns in ``COALESCE``
   and adds ``IS NULL`` flags (`ReadField`), so the server never sends NULLs.
 
@@ -61,10 +60,34 @@ class WriteField:
 
 
 def _string_field(values: np.ndarray) -> WriteField:
+    """UTF-8 bytes of ``values`` as an ``S`` array, plus each value's byte length."""
+    n = len(values)
+    if n == 0:
+        return WriteField(np.zeros(0, "S1"), "S", np.zeros(0, np.int64))
+    try:
+        # numpy converts in C; its ``U`` strings drop trailing NULs, which the
+        # character counts below detect (PostgreSQL text holds no NUL anyway).
+        text = np.asarray(values, dtype=str)
+    except (TypeError, ValueError):  # pragma: no cover - prepare() gives str only
+        text = None
+    if text is not None and text.dtype.itemsize:
+        codes = text.view(np.uint32).reshape(n, -1)
+        lengths = np.count_nonzero(codes, axis=1)
+        if codes.max(initial=0) < 0x80 and np.array_equal(lengths, _char_counts(values)):
+            # All ASCII: one byte per character, NUL-padded like an ``S`` array.
+            width = max(1, codes.shape[1])
+            raw = np.zeros((n, width), np.uint8)
+            raw[:, : codes.shape[1]] = codes
+            return WriteField(raw.view(f"S{width}").ravel(), "S", lengths.astype(np.int64))
     encoded = [v.encode("utf-8") for v in values]
     lengths = np.array([len(b) for b in encoded], dtype=np.int64)
     width = max(1, int(lengths.max(initial=1)))
     return WriteField(np.array(encoded, dtype=f"S{width}"), "S", lengths)
+
+
+def _char_counts(values: np.ndarray) -> np.ndarray:
+    """Return the number of characters of each string (Python's ``len``)."""
+    return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
 
 
 def make_field(values: np.ndarray, datatype: str) -> WriteField:
@@ -77,10 +100,11 @@ def make_field(values: np.ndarray, datatype: str) -> WriteField:
 def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]) -> bytes:
     """Encode ``n`` rows as a binary COPY stream, NULLs included.
 
-    A NULL field is just the length -1, so rows with different NULL patterns
-    have different layouts.  Rows are grouped by NULL pattern and each group is
-    one numpy structured array; the stream holds the groups one after the
-    other (row order does not matter to a table).
+    Every row is first written at full width into one numpy structured array
+    (each field its length word and its widest value); the bytes that a row
+    does not send (the value of a NULL field, whose length word is -1, and the
+    padding after a shorter string) are then dropped with one boolean mask
+    over the whole buffer.  The stream keeps the input row order.
 
     Parameters
     ----------
@@ -96,51 +120,40 @@ def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]
     data : `bytes`
         Header, rows and trailer.
     """
-    nullable = [k for k, m in enumerate(nulls) if m is not None and m.any()]
-    strings = [k for k, f in enumerate(fields) if f.lengths is not None]
-    if not nullable and not strings:
-        return HEADER + _encode_group(fields, np.arange(n), set(), {}).tobytes() + TRAILER
-    keys = [nulls[k].astype(np.int64) for k in nullable]
-    keys += [fields[k].lengths for k in strings]
-    patterns, inverse = np.unique(np.stack(keys, axis=1), axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(patterns) + 1))
-    parts = [HEADER]
-    for g, pattern in enumerate(patterns):
-        rows = order[bounds[g] : bounds[g + 1]]
-        null_fields = {k for k, flag in zip(nullable, pattern, strict=False) if flag}
-        widths = dict(zip(strings, pattern[len(nullable) :].tolist(), strict=True))
-        parts.append(_encode_group(fields, rows, null_fields, widths).tobytes())
-    parts.append(TRAILER)
-    return b"".join(parts)
-
-
-def _encode_group(
-    fields: list[WriteField], rows: np.ndarray, null_fields: set[int], widths: dict[int, int]
-) -> np.ndarray:
-    """Encode rows sharing NULL fields ``null_fields`` and string ``widths``."""
-    layout = [("count", ">i2")]
-    sizes = {}
+    layout: list[tuple[str, str]] = [("count", ">i2")]
     for k, f in enumerate(fields):
         layout.append((f"l{k}", ">i4"))
-        if k in null_fields:
-            continue
-        size = widths[k] if k in widths else np.dtype(f.wire).itemsize
-        sizes[k] = size
-        if size:
-            layout.append((f"v{k}", f"S{size}" if k in widths else f.wire))
-    out = np.empty(len(rows), dtype=np.dtype(layout))
+        layout.append((f"v{k}", f.values.dtype.str if f.lengths is not None else f.wire))
+    dtype = np.dtype(layout)
+    out = np.empty(n, dtype=dtype)
     out["count"] = len(fields)
-    everything = len(rows) == len(fields[0].values) if fields else True
+    cut: list[tuple[int, int, np.ndarray]] = []  # (value offset, width, bytes kept per row)
     for k, f in enumerate(fields):
-        if k in null_fields:
-            out[f"l{k}"] = -1
-            continue
-        out[f"l{k}"] = sizes[k]
-        if sizes[k]:
-            out[f"v{k}"] = f.values if everything else f.values[rows]
-    return out
+        mask = nulls[k] if k < len(nulls) else None
+        if mask is not None and not mask.any():
+            mask = None
+        width = dtype.fields[f"v{k}"][0].itemsize
+        out[f"v{k}"] = f.values
+        if f.lengths is None:
+            if mask is None:
+                out[f"l{k}"] = width
+                continue
+            out[f"l{k}"] = np.where(mask, -1, width)
+            kept = np.where(mask, 0, width)
+        else:
+            lengths = f.lengths if mask is None else np.where(mask, -1, f.lengths)
+            out[f"l{k}"] = lengths
+            if mask is None and (n == 0 or bool((f.lengths == width).all())):
+                continue
+            kept = np.maximum(lengths, 0)
+        cut.append((dtype.fields[f"v{k}"][1], width, kept))
+    if not cut:
+        return HEADER + out.tobytes() + TRAILER
+    raw = out.view(np.uint8).reshape(n, dtype.itemsize)
+    keep = np.ones((n, dtype.itemsize), dtype=bool)
+    for offset, width, kept in cut:
+        keep[:, offset : offset + width] = np.arange(width) < kept[:, None]
+    return HEADER + raw[keep].tobytes() + TRAILER
 
 
 @dataclass(frozen=True)
