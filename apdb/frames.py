@@ -32,6 +32,9 @@ from apdb.schema import ColumnInfo
 
 __all__ = ["Batch", "prepare", "to_frame"]
 
+# Marker of a column without NULLs (no mask is built for it).
+_NO_NULLS = np.zeros(0, bool)
+
 # Quotes, statement separators, comments, backslashes: never needed in the
 # free-text columns of the APDB (designations, version strings).
 _SQLISH = re.compile(r"['\";\\]|--|/\*|\*/|\x00")
@@ -166,66 +169,96 @@ def _convert(table: str, col: ColumnInfo, series: pd.Series) -> tuple[np.ndarray
     return vals.astype(col.numpy_dtype), nulls
 
 
-def _convert_array(
-    table: str, col: ColumnInfo, arr: np.ndarray
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """`_convert` of a plain numpy column (bool, int, float) without pandas.
+def _convert_2d(col: ColumnInfo, block: np.ndarray) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Convert several plain numpy columns of one datatype at once (see `_convert`).
 
-    Same checks and messages as `_convert`; `None` when the column needs the
-    general path (strings, a type error to report).
+    ``block`` holds one column per row (a 2-D slice of a pandas block).
+    Returns the converted rows and their NULL masks (`None`: no NULL
+    anywhere), or `None` when any column needs the general path (strings,
+    a type or range error to report): the caller then converts those columns
+    one by one, which raises the error.
     """
     dt = col.datatype
-    kind = arr.dtype.kind
+    kind = block.dtype.kind
     if dt in ("char", "string", "text") or kind not in "biuf" or (kind == "b" and dt != "boolean"):
         return None
+    nulls = None
+    vals = block
     if kind == "f":
-        vals = arr.astype(np.float64, copy=False)
-        nulls = np.isnan(vals)
-    else:
-        vals = arr
-        nulls = np.zeros(len(arr), bool)
+        vals = block.astype(np.float64, copy=False)
+        isnan = np.isnan(vals)
+        if isnan.any():
+            nulls = isnan
     if dt in ("double", "float"):
         with np.errstate(over="ignore"):
-            out = vals.astype(col.numpy_dtype)
+            out = vals.astype(col.numpy_dtype, copy=False)
         if out.dtype != vals.dtype and (np.isinf(out) & np.isfinite(vals)).any():
-            return None  # out of range: reported by _convert
-        return out, nulls
-    if dt == "boolean":
-        if kind == "f" or kind in "iu":
-            ok = nulls | (vals == 0) | (vals == 1)
-            if not ok.all():
-                return None
-            return np.where(nulls, 0, vals).astype(bool), nulls
-        return vals.astype(bool), nulls
-    lo, hi = _INT_RANGE[dt]
-    if kind == "f":
-        finite = vals[~nulls]
-        if np.any(finite != np.round(finite)) or (
-            finite.size and (finite.min() < lo or finite.max() > hi)
-        ):
             return None
-        return np.where(nulls, 0, vals).astype(col.numpy_dtype), nulls
-    if vals.size and (vals.min() < lo or vals.max() > hi):
+        return out, nulls
+    filled = vals if nulls is None else np.where(nulls, 0, vals)
+    if dt == "boolean":
+        if kind != "b" and not ((filled == 0) | (filled == 1)).all():
+            return None
+        return filled.astype(bool), nulls
+    lo, hi = _INT_RANGE[dt]
+    if filled.size and (filled.min() < lo or filled.max() > hi):
         return None
-    return vals.astype(col.numpy_dtype), nulls
+    if kind == "f" and (filled != np.round(filled)).any():
+        return None
+    return filled.astype(col.numpy_dtype), nulls
 
 
-def _plain_arrays(df: pd.DataFrame, names: set[str]) -> dict[str, np.ndarray]:
-    """Return numpy arrays of the plain bool/int/float columns of ``df`` among ``names``.
+def _convert_blocks(
+    df: pd.DataFrame, infos: dict[str, ColumnInfo]
+) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Convert the plain numpy columns of ``df`` that are in ``infos``, block by block.
 
-    The arrays are read from the frame's column storage without building a
-    `pandas.Series` per column (which costs more than validating it).
+    pandas keeps columns of one dtype as one 2-D block; each block's columns
+    of one schema datatype are checked and converted with a few whole-array
+    operations instead of a `pandas.Series` and a dozen calls per column.
+    Returns ``{name: (values, null mask or None)}`` for the columns done;
+    the others (strings, extension arrays, errors to report) are left to the
+    per-column path.
     """
-    # DataFrame._get_column_array (pandas >= 1.3) returns the column's array
-    # as stored; the public fallback builds a Series.
-    get = getattr(df, "_get_column_array", None)
-    out: dict[str, np.ndarray] = {}
-    for j, (name, dtype) in enumerate(df.dtypes.items()):
-        if name in names and isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-            arr = get(j) if get is not None else df.iloc[:, j].to_numpy()
-            if isinstance(arr, np.ndarray) and arr.dtype == dtype:
-                out[name] = arr
+    blocks = getattr(getattr(df, "_mgr", None), "blocks", None)
+    if blocks is None:  # pragma: no cover - pandas without the block manager
+        return {}
+    names = df.columns.tolist()
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+    for blk in blocks:
+        values = blk.values
+        if not isinstance(values, np.ndarray) or values.ndim != 2:
+            continue
+        if values.dtype.kind not in "biuf":
+            continue
+        groups: dict[str, list[tuple[int, str]]] = {}
+        for i, j in enumerate(blk.mgr_locs.as_array.tolist()):
+            name = names[j]
+            info = infos.get(name) if isinstance(name, str) else None
+            if info is not None:
+                groups.setdefault(info.datatype, []).append((i, name))
+        for members in groups.values():
+            rows = [i for i, _ in members]
+            sub = values if rows == list(range(values.shape[0])) else values[rows]
+            done = _convert_2d(infos[members[0][1]], sub)
+            if done is None:
+                continue
+            conv, nulls = done
+            has_null = nulls.any(axis=1) if nulls is not None else None
+            for r, (_, name) in enumerate(members):
+                mask = nulls[r] if has_null is not None and has_null[r] else None
+                out[name] = conv[r], mask
     return out
+
+
+@functools.lru_cache(maxsize=32)
+def _table_plan(
+    table: str,
+) -> tuple[tuple[ColumnInfo, ...], dict[str, ColumnInfo], tuple[str, ...]]:
+    """Return the stored (not computed) columns of ``table``, by name, and the required ones."""
+    computed = set(schema.COMPUTED_COLUMNS.get(table, ()))
+    infos = tuple(c for c in schema.table_columns(table) if c.name not in computed)
+    return infos, {c.name: c for c in infos}, tuple(schema.required_columns(table))
 
 
 def _convert_strings(
@@ -293,38 +326,35 @@ def prepare(
     batch = Batch(table=table, n=n)
     if n == 0:
         return batch
-    if df.columns.duplicated().any():
+    if not df.columns.is_unique:
         dup = df.columns[df.columns.duplicated()].tolist()
         raise DuplicateIdError(table, "column name", dup)
-    missing = [c for c in schema.required_columns(table) if c not in df.columns]
+    infos, by_name, required = _table_plan(table)
+    present = set(df.columns)
+    missing = [c for c in required if c not in present]
     if missing:
         raise MissingColumnsError(table, missing)
     defaults = schema.store_defaults(table)
-    computed = schema.COMPUTED_COLUMNS.get(table, ())
-    infos = schema.table_columns(table)
-    plain = _plain_arrays(df, {c.name for c in infos})
+    fast = _convert_blocks(df, by_name)
     for col in infos:
-        if col.name in computed:
-            continue
-        converted = _convert_array(table, col, plain[col.name]) if col.name in plain else None
-        if converted is not None:
-            vals, nulls = converted
-        elif col.name in df.columns:
+        if col.name in fast:
+            vals, mask = fast[col.name]
+            nulls = mask if mask is not None else _NO_NULLS
+        elif col.name in present:
             vals, nulls = _convert(table, col, df[col.name])
         elif col.name in defaults:
             value = defaults[col.name]
             value = visit_mjd if value == "visit_time" else now_mjd if value == "now" else value
-            vals, nulls = np.full(n, value, dtype=col.numpy_dtype), np.zeros(n, bool)
+            vals, nulls = np.full(n, value, dtype=col.numpy_dtype), _NO_NULLS
         else:
             continue
-        if nulls.any():
+        if nulls is not _NO_NULLS and nulls.any():
             if not col.nullable:
                 if col.name in defaults:
                     fill = defaults[col.name]
                     fill = visit_mjd if fill == "visit_time" else now_mjd if fill == "now" else fill
                     vals = vals.copy()
                     vals[nulls] = fill
-                    nulls = np.zeros(n, bool)
                 elif col.name not in ("ra", "dec"):  # NaN coordinates: see below
                     raise NullValueError(table, col.name, int(nulls.sum()))
             else:
