@@ -496,6 +496,16 @@ class Apdb(ABC):
     def delete_replica_chunks(self, chunk_ids: Iterable[int] | np.ndarray) -> None:
         """Delete the chunks (after replication) and everything recorded in them."""
 
+    @abstractmethod
+    def fill_history_chunks(self) -> int:
+        """Write the history chunks of visits stored without them; return how many.
+
+        Revision 0008 writes the chunks of the rows already stored; visits that
+        the previous code stored while it ran, or before the new code was
+        rolled out, have none.  Run this once the new code runs everywhere
+        (idempotent: a visit-detector that has its chunks is left alone).
+        """
+
 
 def _as_config(config: ApdbConfig | str) -> ApdbConfig:
     if isinstance(config, ApdbConfig):

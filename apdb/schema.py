@@ -44,11 +44,14 @@ from apdb.replica_schema import add_replica_tables
 
 __all__ = [
     "BANDS",
+    "CHUNK_TABLE",
+    "HISTORY_TABLES",
     "NAMING_CONVENTION",
     "PARTITIONED_TABLES",
     "RUBIN_SCHEMA_VERSION",
     "ColumnInfo",
     "ApdbTables",
+    "add_history_table",
     "column_info",
     "make_metadata",
     "metadata",
@@ -353,7 +356,38 @@ def make_metadata(schema: str | None = None, citus: bool = False) -> sa.MetaData
         sa.Index("IDX_DiaObjectToObjectMatch_objectId", "objectId"),
     )
     add_replica_tables(md)  # revision 0005
+    add_history_table(md)  # revision 0008
     return md
+
+
+CHUNK_TABLE = "ApdbHistoryChunk"
+"""Table of the history chunks (`apdb.history_chunks`, revision 0008)."""
+HISTORY_TABLES: tuple[str, ...] = ("DiaSource", "DiaForcedSource")
+"""Tables whose rows are also kept as history chunks."""
+
+
+def add_history_table(md: sa.MetaData) -> sa.Table:
+    """Add `CHUNK_TABLE` to ``md`` (revision 0008).
+
+    One row per (table, partition, cell, visit, detector) holding those rows
+    as one Arrow IPC stream (`apdb.history_chunks`).  ``partitionId`` leads
+    the key: on Citus the table is distributed and co-located with the rows.
+    """
+    return sa.Table(
+        CHUNK_TABLE,
+        md,
+        sa.Column("partitionId", sa.Integer, nullable=False),
+        sa.Column("tableName", sa.String(32), nullable=False),
+        sa.Column("cellId", sa.Integer, nullable=False),
+        sa.Column("visit", sa.BigInteger, nullable=False),
+        sa.Column("detector", sa.SmallInteger, nullable=False),
+        sa.Column("midpointMinMjdTai", sa.Double, nullable=False),
+        sa.Column("midpointMaxMjdTai", sa.Double, nullable=False),
+        sa.Column("nRows", sa.Integer, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("partitionId", "tableName", "cellId", "visit", "detector"),
+        sa.Index("IDX_ApdbHistoryChunk_cell", "tableName", "cellId", "midpointMaxMjdTai"),
+    )
 
 
 metadata: sa.MetaData = make_metadata()

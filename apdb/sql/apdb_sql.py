@@ -9,7 +9,7 @@ import pandas as pd
 import sqlalchemy as sa
 from astropy.time import Time
 
-from apdb import schema
+from apdb import history_chunks, schema
 from apdb.apdb import Apdb
 from apdb.config import ApdbConfig
 from apdb.errors import (
@@ -22,11 +22,11 @@ from apdb.errors import (
     MissingColumnsError,
     ReplicationDisabledError,
 )
-from apdb.frames import Batch, prepare
+from apdb.frames import Batch, prepare, to_frame
 from apdb.replica import ReplicaChunk, UpdateRecord
 from apdb.schema import ApdbTables
 from apdb.sky import Region
-from apdb.sql import admin, analysis, citus
+from apdb.sql import admin, analysis, citus, history
 from apdb.sql.engine import WRITE, make_engine
 from apdb.sql.errors_map import translate_methods
 from apdb.sql.reads import (
@@ -80,6 +80,10 @@ class ApdbSql(Apdb):
         seconds = int(stored.get("config:replication.chunk_seconds", 0) or 0)
         seconds = seconds or self._config.replication.chunk_seconds
         self._replica = ReplicaWriter(self._md, seconds) if enabled else None
+        index_order = int(stored.get("config:sky.index_order", self._config.sky.index_order))
+        self._history_writer = history.HistoryWriter(self._md, index_order)
+        # History reads with a region read the chunks (tests compare with the rows).
+        self.read_history_chunks = True
 
     @property
     def is_citus(self) -> bool:
@@ -167,9 +171,13 @@ class ApdbSql(Apdb):
             )
         table = self._table(name)
         start, end = history_window(name.value, _mjd_tai(visit_time), months)
-        clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
         if start_time is not None:  # an explicit window start overrides months
-            clauses[0] = table.c.midpointMjdTai >= _window_start(name, start_time, end)
+            start = _window_start(name, start_time, end)
+        if region is not None and self.read_history_chunks:
+            return self._history_from_chunks(
+                name, region, start, end, include_withdrawn, object_ids
+            )
+        clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
         if not include_withdrawn:
             clauses.append(table.c.timeWithdrawnMjdTai.is_(None))
         if object_ids is not None:
@@ -187,6 +195,37 @@ class ApdbSql(Apdb):
                 parts = citus.object_partitions(conn, objects, ids, self._partition_order)
                 clauses.append(citus.partition_filter(table.c.partitionId, parts))
             return read_frame(conn, table, sa.and_(*clauses), region)
+
+    def _history_from_chunks(
+        self,
+        name: ApdbTables,
+        region: Region,
+        start: float,
+        end: float,
+        include_withdrawn: bool,
+        object_ids: Iterable[int] | np.ndarray | None,
+    ) -> pd.DataFrame:
+        """Read a history with a region from the history chunks of its cells."""
+        ranges = self._ranges(region)
+        writer = self._history_writer
+        cells = history_chunks.region_cells(ranges, writer.index_order)
+        parts = None
+        if self._citus:
+            partitions = citus.region_partitions(region, self._partition_order)
+            parts = citus.partition_filter(writer.chunks.c.partitionId, partitions)
+        flt = history_chunks.HistoryFilter(
+            start=start,
+            end=end,
+            include_withdrawn=include_withdrawn,
+            object_ids=None if object_ids is None else _as_ids(name.value, object_ids),
+            ranges=ranges,
+            region=region,
+        )
+        with self._connect() as conn:
+            blobs = history.read_chunks(
+                conn, writer.chunks, name.value, cells, start, end, partitions=parts
+            )
+        return to_frame(name.value, history_chunks.decode(name.value, blobs, flt))
 
     def get_dia_sources(
         self,
@@ -378,6 +417,7 @@ class ApdbSql(Apdb):
                 self._replica.record_store(
                     conn, object_ids, visit_mjd, sources, forced, ss, partitions=parts
                 )
+            self._history_writer.record_store(conn, sources, forced)
 
         object_ids = objects.values.get("diaObjectId", np.zeros(0, np.int64))
         write_transaction(
@@ -470,6 +510,9 @@ class ApdbSql(Apdb):
                 stmt,
                 [{"src": int(a), "ss": int(b)} for a, b in zip(src_ids, ss_ids, strict=True)],
             )
+            self._history_writer.record_update(
+                conn, "DiaSource", id_filter(table.c.diaSourceId, src_ids, dialect)
+            )
             if self._replica is not None:
                 self._replica.record_update(
                     conn,
@@ -505,7 +548,9 @@ class ApdbSql(Apdb):
     # -- Rubin operations (daytime: deduplication, validity, withdrawal) ----------
     @property
     def _updates(self) -> ApdbSqlUpdates:
-        return ApdbSqlUpdates(self._engine, self._md, replica=self._replica)
+        return ApdbSqlUpdates(
+            self._engine, self._md, replica=self._replica, history=self._history_writer
+        )
 
     @property
     def metadata(self) -> ApdbMetadataSql:
@@ -596,6 +641,12 @@ class ApdbSql(Apdb):
         """Delete replicated chunks and what they recorded (see `Apdb`)."""
         reader = self._replica_reader("delete_replica_chunks")
         reader.delete_replica_chunks(_as_ids("chunk_ids", chunk_ids))
+
+    # -- history chunks ------------------------------------------------------------------
+    def fill_history_chunks(self) -> int:
+        """Write the history chunks of visits stored without them (see `Apdb`)."""
+        with self._connect(write=True) as conn, conn.begin():
+            return history.fill_missing(conn, self._md, self._history_writer.index_order)
 
 
 def _window_start(name: ApdbTables, start_time: Time, end_mjd: float) -> float:

@@ -34,6 +34,7 @@ from apdb.errors import (
 )
 from apdb.schema import ApdbTables
 from apdb.sql import operations
+from apdb.sql.history import HistoryWriter
 from apdb.sql.metadata import ApdbMetadataSql
 from apdb.sql.reads import id_filter
 from apdb.sql.replica import ReplicaWriter
@@ -69,10 +70,17 @@ class ApdbSqlUpdates:
         Its schema.
     """
 
-    def __init__(self, engine: sa.Engine, md: sa.MetaData, replica: ReplicaWriter | None = None):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        md: sa.MetaData,
+        replica: ReplicaWriter | None = None,
+        history: HistoryWriter | None = None,
+    ):
         self._engine = engine
         self._md = md
         self._replica = replica
+        self._history = history
 
     def _table(self, name: ApdbTables) -> sa.Table:
         return self._md.tables[name.value]
@@ -148,6 +156,9 @@ class ApdbSqlUpdates:
             changes = operations.reassign_to_objects(
                 conn, sources, objects, src, obj, increment=increment, decrement=decrement
             )
+            if self._history is not None:
+                where = id_filter(sources.c.diaSourceId, src, conn.dialect.name)
+                self._history.record_update(conn, "DiaSource", where)
             if self._replica is not None:
                 dialect = conn.dialect.name
                 self._replica.record_update(
@@ -219,6 +230,9 @@ class ApdbSqlUpdates:
 
         def work(conn: sa.Connection) -> int:
             n = operations.withdraw(conn, table, column, values, mjd)
+            if self._history is not None and n:
+                where = id_filter(table.c[column], values, conn.dialect.name)
+                self._history.record_update(conn, name.value, where)
             if self._replica is not None and n:
                 self._replica.record_update(
                     conn,

@@ -148,7 +148,9 @@ class OursBackend(Backend):
 
     name = "apdb (ours)"
 
-    def __init__(self, url: str, config: WorkloadConfig, name: str | None = None):
+    def __init__(
+        self, url: str, config: WorkloadConfig, name: str | None = None, chunks: bool = True
+    ):
         super().__init__(url, config)
         from apdb import Apdb
 
@@ -157,6 +159,8 @@ class OursBackend(Backend):
         from apdb.sky import Cone
 
         self.apdb = Apdb.create(url)
+        # History reads from the history chunks (the default) or from the row tables.
+        self.apdb.read_history_chunks = chunks
         radius = config.radius_deg + config.margin_arcsec / 3600.0
         self.region = Cone(config.ra0, config.dec0, radius)
 
@@ -168,11 +172,14 @@ class OursBackend(Backend):
     def read_objects(self, vd: VisitData) -> pd.DataFrame:
         return self.apdb.get_dia_objects(self.region)
 
+    # The region and the object ids, as the reference is called (Rubin's API).
     def read_sources(self, vd: VisitData, object_ids: np.ndarray) -> pd.DataFrame:
-        return self.apdb.get_dia_sources(self.visit_time(vd), object_ids=object_ids)
+        t = self.visit_time(vd)
+        return self.apdb.get_dia_sources(t, region=self.region, object_ids=object_ids)
 
     def read_forced_sources(self, vd: VisitData, object_ids: np.ndarray) -> pd.DataFrame:
-        return self.apdb.get_dia_forced_sources(self.visit_time(vd), object_ids=object_ids)
+        t = self.visit_time(vd)
+        return self.apdb.get_dia_forced_sources(t, region=self.region, object_ids=object_ids)
 
     def store(self, vd, objects, sources, forced) -> None:
         self.apdb.store(self.visit_time(vd), objects, sources, forced)

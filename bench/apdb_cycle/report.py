@@ -7,6 +7,7 @@ ALL = (*PHASES, "total")
 REFERENCE_PREFIX = "lsst-dax-apdb"
 OURS = "apdb (ours)"
 OURS_SQLITE = "apdb (ours, sqlite)"
+OURS_ROWS = "apdb (ours, row reads)"
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -86,6 +87,8 @@ def _short(name: str) -> str:
         return "ours"
     if name == OURS_SQLITE:
         return "sqlite"
+    if name == OURS_ROWS:
+        return "ours-rows"
     mode = name[len(REFERENCE_PREFIX) :].strip(" []")
     return {"last_object_table": "ref-last", "baseline": "ref-base"}.get(mode, f"ref-{mode}")
 

@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 
 from bench.apdb_cycle.backends import Backend, OursBackend, ReferenceBackend  # noqa: E402
 from bench.apdb_cycle.copy_limit import CopyLimit  # noqa: E402
-from bench.apdb_cycle.report import OURS_SQLITE, print_report, summarize  # noqa: E402
+from bench.apdb_cycle.report import OURS_ROWS, OURS_SQLITE, print_report, summarize  # noqa: E402
 from bench.apdb_cycle.server import Server  # noqa: E402
 from bench.apdb_cycle.workload import DeepFieldWorkload, VisitData, WorkloadConfig  # noqa: E402
 
@@ -100,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--sqlite",
         action="store_true",
         help="also run ours on a SQLite file (a temporary directory), same visits, same run",
+    )
+    p.add_argument(
+        "--rows",
+        action="store_true",
+        help="also run ours with history reads from the row tables instead of the history "
+        "chunks (same server, same visits)",
     )
     p.add_argument(
         "--server-dsn",
@@ -235,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in ("both", "ours"):
             url = server.create_database("bench_ours", driver="psycopg")
             backends.append(OursBackend(url, config))
+            if args.rows:
+                url = server.create_database("bench_ours_rows", driver="psycopg")
+                backends.append(OursBackend(url, config, name=OURS_ROWS, chunks=False))
             if args.sqlite:
                 tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="apdb_cycle_"))
                 backends.append(

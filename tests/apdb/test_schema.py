@@ -135,7 +135,10 @@ def test_required_columns():
         "detector",
         "midpointMjdTai",
     }
-    # every table is an APDB table or a replica-chunk table (revision 0005)
+    # every table is an APDB table, a replica-chunk table (revision 0005) or
+    # the history chunks (revision 0008)
     from apdb.replica_schema import ReplicaTables
+    from apdb.schema import CHUNK_TABLE
 
-    assert {t.value for t in ApdbTables} | {t.value for t in ReplicaTables} == set(metadata.tables)
+    tables = {t.value for t in ApdbTables} | {t.value for t in ReplicaTables} | {CHUNK_TABLE}
+    assert tables == set(metadata.tables)

@@ -29,9 +29,11 @@ import sys
 import time
 
 import numpy as np
+import sqlalchemy as sa
 from astropy.time import Time
 
 from apdb.config import ApdbConfig
+from apdb.schema import CHUNK_TABLE
 from apdb.testing.catalogs import (
     make_dia_forced_sources,
     make_dia_objects,
@@ -87,7 +89,11 @@ def open_as_old_code(url: str, missing: dict[str, list[str]]):
     writes.insert_batch = apdb_sql.insert_batch = insert_known
     if "partitionId" in missing.get("DiaObject", []):
         apdb_sql.citus.assign_partitions = lambda *args, **kwargs: None
-    return apdb_sql.ApdbSql(ApdbConfig(db_url=url), _check=False)
+    db = apdb_sql.ApdbSql(ApdbConfig(db_url=url), _check=False)
+    if not sa.inspect(db.engine).has_table(CHUNK_TABLE):  # code before revision 0008
+        db._history_writer.record_store = lambda *args: None
+        db._history_writer.record_update = lambda *args: None
+    return db
 
 
 def run(url: str, worker: int, n: int, go: str, stop: str, missing: dict, say) -> None:

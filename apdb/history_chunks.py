@@ -1,0 +1,290 @@
+"""History chunks: the DiaSource and DiaForcedSource rows kept a second time, by visit.
+
+A history read (the sources of a region's objects over 12 months) selects a
+few rows of every past visit of the field, scattered over the row tables: its
+cost grows with the depth of the history.  A *history chunk* holds the rows
+of one table that one visit-detector wrote in one HEALPix cell (order
+`CELL_ORDER`, ≈14′) as one Arrow IPC stream.  A read fetches the chunks of its
+cells and time window, a few large values instead of thousands of rows, and
+filters them with numpy (`select`).
+
+The row tables stay the truth that analysts, the replicator and the daytime
+operations use.  Chunks are written in the store's transaction
+(`apdb.sql.history`) and rebuilt from the rows by every update operation
+that changes rows of these tables (reassign, withdraw), in the same
+transaction: a chunk is always the rows of its key as the tables hold them.
+
+This module holds the format (no SQL): the table definition, grouping a
+batch into chunks, encoding, and decoding with the read's filters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from apdb import schema
+from apdb.schema import CHUNK_TABLE, HISTORY_TABLES
+from apdb.sky import Region
+
+__all__ = [
+    "CELL_ORDER",
+    "CHUNK_TABLE",
+    "HISTORY_TABLES",
+    "Columns",
+    "ChunkRow",
+    "HistoryFilter",
+    "arrow_schema",
+    "cell_range",
+    "cells_of",
+    "decode",
+    "encode",
+    "make_chunks",
+    "region_cells",
+]
+
+CELL_ORDER = 8
+"""HEALPix order of a chunk's cell (≈0.05 deg², about one LSST detector)."""
+
+
+Columns = dict[str, tuple[np.ndarray, np.ndarray | None]]
+"""``{name: (values, NULL mask or None)}`` in schema order (as `apdb.sql.read_plan`)."""
+
+_ARROW_TYPES = {
+    "long": pa.int64(),
+    "int": pa.int32(),
+    "short": pa.int16(),
+    "double": pa.float64(),
+    "float": pa.float32(),
+    "boolean": pa.bool_(),
+    "char": pa.string(),
+    "string": pa.string(),
+    "text": pa.string(),
+}
+
+
+# -- cells ---------------------------------------------------------------------------
+def _shift(index_order: int) -> int:
+    return 2 * (index_order - CELL_ORDER)
+
+
+def cells_of(pixel_ids: np.ndarray, index_order: int) -> np.ndarray:
+    """Cell (HEALPix NESTED, `CELL_ORDER`) of each order-``index_order`` pixel."""
+    return np.asarray(pixel_ids, dtype=np.int64) >> _shift(index_order)
+
+
+def cell_range(cell: int, index_order: int) -> tuple[int, int]:
+    """First and last ``index_order`` pixel of a cell."""
+    s = _shift(index_order)
+    return int(cell) << s, ((int(cell) + 1) << s) - 1
+
+
+def region_cells(ranges: np.ndarray, index_order: int) -> np.ndarray:
+    """Cells that hold any pixel of the ``[lo, hi]`` cover ranges of a region."""
+    bounds = np.asarray(ranges, dtype=np.int64).reshape(-1, 2)
+    if len(bounds) == 0:
+        return np.zeros(0, np.int64)
+    lo, hi = cells_of(bounds[:, 0], index_order), cells_of(bounds[:, 1], index_order)
+    return np.unique(np.concatenate([np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)]))
+
+
+# -- encoding --------------------------------------------------------------------------
+def arrow_schema(table: str) -> pa.Schema:
+    """Arrow schema of a table's chunks (every column, schema order)."""
+    return pa.schema(
+        [
+            pa.field(c.name, _ARROW_TYPES[c.datatype], nullable=c.nullable)
+            for c in schema.table_columns(table)
+        ]
+    )
+
+
+def _arrow_column(info: schema.ColumnInfo, n: int, column: tuple | None) -> pa.Array:
+    kind = _ARROW_TYPES[info.datatype]
+    if column is None:  # not given: NULL
+        return pa.nulls(n, kind)
+    vals, nulls = column
+    if nulls is not None and not nulls.any():
+        nulls = None
+    if info.datatype in ("double", "float"):  # NULL is NaN (as every read returns it)
+        vals = np.asarray(vals, dtype=info.numpy_dtype)
+        if nulls is not None:
+            vals = np.where(nulls, np.nan, vals).astype(info.numpy_dtype)
+        return pa.array(vals, type=kind)
+    if kind == pa.string():
+        vals = np.asarray(vals, dtype=object)
+        if nulls is not None:
+            vals = vals.copy()
+            vals[nulls] = None
+        return pa.array(vals, type=kind)
+    return pa.array(np.asarray(vals, dtype=info.numpy_dtype), type=kind, mask=nulls)
+
+
+def encode(table: str, columns: Columns, rows: np.ndarray | None = None) -> bytes:
+    """One Arrow IPC stream of ``columns`` (``rows`` of them, default all).
+
+    Columns missing from ``columns`` are written as NULL.
+    """
+    infos = schema.table_columns(table)
+    first = next(iter(columns.values()))[0]
+    idx = np.arange(len(first)) if rows is None else rows
+    arrays = []
+    for info in infos:
+        column = columns.get(info.name)
+        if column is not None:
+            vals, nulls = column
+            column = (vals[idx], None if nulls is None else nulls[idx])
+        arrays.append(_arrow_column(info, len(idx), column))
+    batch = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+@dataclass(frozen=True)
+class ChunkRow:
+    """One chunk: its key, time span, row count and encoded rows."""
+
+    partitionId: int  # noqa: N815 - column names
+    cellId: int  # noqa: N815
+    visit: int
+    detector: int
+    midpointMinMjdTai: float  # noqa: N815
+    midpointMaxMjdTai: float  # noqa: N815
+    nRows: int  # noqa: N815
+    data: bytes
+
+    def row(self, table: str) -> dict[str, object]:
+        """Return the chunk as a row of `CHUNK_TABLE`."""
+        return {"tableName": table, **self.__dict__}
+
+
+def make_chunks(table: str, columns: Columns, index_order: int) -> list[ChunkRow]:
+    """Group rows by (partition, cell, visit, detector) and encode each group."""
+    pixel = columns["pixelId"][0]
+    n = len(pixel)
+    if n == 0:
+        return []
+    keys = np.stack(
+        [
+            np.asarray(columns["partitionId"][0], dtype=np.int64),
+            cells_of(pixel, index_order),
+            np.asarray(columns["visit"][0], dtype=np.int64),
+            np.asarray(columns["detector"][0], dtype=np.int64),
+        ],
+        axis=1,
+    )
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    mid = np.asarray(columns["midpointMjdTai"][0], dtype=np.float64)
+    out = []
+    for g, key in enumerate(uniq.tolist()):
+        rows = order[bounds[g] : bounds[g + 1]]
+        out.append(
+            ChunkRow(
+                *key,
+                midpointMinMjdTai=float(mid[rows].min()),
+                midpointMaxMjdTai=float(mid[rows].max()),
+                nRows=len(rows),
+                data=encode(table, columns, rows),
+            )
+        )
+    return out
+
+
+# -- decoding --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HistoryFilter:
+    """The row filters of a history read, applied to decoded chunks.
+
+    The same conditions as the row read's ``WHERE`` clause and exact region
+    test (`apdb.sql.apdb_sql.ApdbSql.get_dia_sources`).
+    """
+
+    start: float
+    end: float
+    include_withdrawn: bool
+    object_ids: np.ndarray | None
+    ranges: np.ndarray
+    region: Region
+
+
+def _table(table: str, blob: bytes, target: pa.Schema) -> pa.Table:
+    got = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
+    if got.schema.equals(target):
+        return got
+    # Written under another schema revision: by name, missing columns NULL.
+    n = got.num_rows
+    names = set(got.schema.names)
+    arrays = [
+        got.column(f.name).cast(f.type) if f.name in names else pa.nulls(n, f.type) for f in target
+    ]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    return column.to_numpy()
+
+
+def _keep(t: pa.Table, flt: HistoryFilter) -> np.ndarray:
+    mid = _numpy(t.column("midpointMjdTai"))
+    keep = (mid >= flt.start) & (mid < flt.end)
+    if not flt.include_withdrawn:
+        keep &= np.isnan(_numpy(t.column("timeWithdrawnMjdTai")))
+    if flt.object_ids is not None:
+        ids = t.column("diaObjectId")
+        vals = _numpy(pc.fill_null(ids, 0)) if ids.null_count else _numpy(ids)
+        hit = np.isin(vals, flt.object_ids)
+        if ids.null_count:
+            hit &= ~_numpy(ids.is_null())
+        keep &= hit
+    pix = _numpy(t.column("pixelId"))
+    bounds = np.asarray(flt.ranges, dtype=np.int64).reshape(-1, 2)
+    # inside some [lo, hi]: the last range starting at or before the pixel ends after it
+    k = np.searchsorted(bounds[:, 0], pix, side="right") - 1
+    keep &= (k >= 0) & (pix <= bounds[np.maximum(k, 0), 1])
+    if keep.any():
+        idx = np.flatnonzero(keep)
+        ra = _numpy(t.column("ra"))[idx]
+        dec = _numpy(t.column("dec"))[idx]
+        keep[idx] = flt.region.contains(ra, dec)
+    return keep
+
+
+def decode(table: str, blobs: Sequence[bytes], flt: HistoryFilter) -> Columns:
+    """Rows of the chunks ``blobs`` that pass ``flt``, as columns in schema order."""
+    infos = schema.table_columns(table)
+    target = arrow_schema(table)
+    parts = [_table(table, b, target) for b in blobs]
+    whole = pa.concat_tables(parts) if parts else target.empty_table()
+    if len(whole) and not (flt.ranges is not None and len(flt.ranges)):
+        whole = whole.slice(0, 0)
+    if len(whole):
+        keep = _keep(whole, flt)
+        if not keep.all():
+            whole = whole.filter(pa.array(keep))
+    out: Columns = {}
+    for info in infos:
+        col = whole.column(info.name)
+        if info.datatype in ("double", "float"):
+            vals = np.asarray(_numpy(col), dtype=info.numpy_dtype)
+            nulls = np.isnan(vals)
+        elif _ARROW_TYPES[info.datatype] == pa.string():
+            vals = np.asarray(col.to_numpy(zero_copy_only=False), dtype=object)
+            nulls = _numpy(col.is_null()) if col.null_count else None
+        elif col.null_count:
+            nulls = _numpy(col.is_null())
+            fill = False if info.datatype == "boolean" else 0
+            vals = np.asarray(_numpy(pc.fill_null(col, fill)), dtype=info.numpy_dtype)
+        else:
+            vals = np.asarray(_numpy(col), dtype=info.numpy_dtype)
+            nulls = None
+        out[info.name] = (vals, nulls if nulls is not None and nulls.any() else None)
+    return out

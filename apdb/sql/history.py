@@ -1,0 +1,193 @@
+"""History chunks on SQL: written by the store, read by history reads, rebuilt by updates.
+
+The format and the filters are in `apdb.history_chunks`; this module is the
+SQL around them:
+
+- `write_batch`: the chunks of a store's DiaSource or DiaForcedSource batch,
+  inserted in the store's transaction;
+- `read_chunks`: the chunks of a region's cells and a time window;
+- `rebuild`: after an update operation changed rows (reassign, withdraw),
+  the chunks of those rows are rewritten from the row tables in the same
+  transaction;
+- `fill_missing`: the chunks of rows stored without them (revision 0008).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sqlalchemy as sa
+
+from apdb import history_chunks as hc
+from apdb.frames import Batch
+from apdb.sql.read_plan import read_plan
+from apdb.sql.reads import id_filter
+
+__all__ = ["HistoryWriter", "fill_missing", "read_chunks", "rebuild", "write_batch"]
+
+
+class HistoryWriter:
+    """The chunk writes of one APDB: after stores and update operations.
+
+    Parameters
+    ----------
+    md : `sqlalchemy.MetaData`
+        The APDB schema (with `apdb.schema.CHUNK_TABLE`).
+    index_order : `int`
+        HEALPix order of the ``pixelId`` column.
+    """
+
+    def __init__(self, md: sa.MetaData, index_order: int):
+        self.md = md
+        self.chunks = md.tables[hc.CHUNK_TABLE]
+        self.index_order = index_order
+
+    def record_store(self, conn: sa.Connection, *batches: Batch) -> None:
+        """Write the chunks of a store's DiaSource and DiaForcedSource batches."""
+        for batch in batches:
+            if batch.table in hc.HISTORY_TABLES:
+                write_batch(conn, self.chunks, batch, self.index_order)
+
+    def record_update(self, conn: sa.Connection, table: str, where: sa.ColumnElement[bool]) -> None:
+        """Rebuild the chunks of the rows of ``table`` matching ``where`` (after an update)."""
+        if table in hc.HISTORY_TABLES:
+            rebuild(conn, self.chunks, self.md.tables[table], where, self.index_order)
+
+
+def _batch_columns(batch: Batch) -> hc.Columns:
+    return {name: (vals, batch.nulls.get(name)) for name, vals in batch.values.items()}
+
+
+def _insert(conn: sa.Connection, chunks: sa.Table, table: str, rows: list[hc.ChunkRow]) -> None:
+    if rows:
+        conn.execute(sa.insert(chunks), [r.row(table) for r in rows])
+
+
+def write_batch(conn: sa.Connection, chunks: sa.Table, batch: Batch, index_order: int) -> None:
+    """Insert the chunks of a stored batch (DiaSource or DiaForcedSource)."""
+    if batch.n == 0:
+        return
+    _insert(
+        conn, chunks, batch.table, hc.make_chunks(batch.table, _batch_columns(batch), index_order)
+    )
+
+
+def read_chunks(
+    conn: sa.Connection,
+    chunks: sa.Table,
+    table: str,
+    cells: np.ndarray,
+    start: float,
+    end: float,
+    partitions: sa.ColumnElement[bool] | None = None,
+) -> list[bytes]:
+    """Return the chunks of ``table`` in ``cells`` with rows that may fall in ``[start, end)``."""
+    if len(cells) == 0:
+        return []
+    c = chunks.c
+    where = [
+        c.tableName == table,
+        id_filter(c.cellId, cells, conn.dialect.name),
+        c.midpointMaxMjdTai >= start,
+        c.midpointMinMjdTai < end,
+    ]
+    if partitions is not None:
+        where.append(partitions)
+    stmt = sa.select(c.data).where(*where)
+    if conn.dialect.name == "postgresql":
+        # Binary results: the bytea values arrive as they are (no hex text).
+        text = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+        params = text.construct_params()
+        cursor = conn.connection.driver_connection.cursor(binary=True)
+        try:
+            cursor.execute(str(text), params)
+            return [bytes(r[0]) for r in cursor.fetchall()]
+        finally:
+            cursor.close()
+    return [bytes(r[0]) for r in conn.execute(stmt)]
+
+
+def _keys(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], index_order: int):
+    """Distinct (partition, cell, visit, detector) of the rows matching ``where``."""
+    c = table.c
+    stmt = sa.select(c.partitionId, c.pixelId, c.visit, c.detector).where(where)
+    rows = np.array(conn.execute(stmt).fetchall(), dtype=np.int64).reshape(-1, 4)
+    if len(rows) == 0:
+        return rows
+    rows[:, 1] = hc.cells_of(rows[:, 1], index_order)
+    return np.unique(rows, axis=0)
+
+
+def rebuild(
+    conn: sa.Connection,
+    chunks: sa.Table,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    index_order: int,
+) -> int:
+    """Rewrite, from the rows, the chunks holding rows of ``table`` that match ``where``.
+
+    Returns the number of chunks rewritten.
+    """
+    keys = _keys(conn, table, where, index_order)
+    for partition, cell, visit, detector in keys.tolist():
+        _rebuild_key(conn, chunks, table, (partition, cell, visit, detector), index_order)
+    return len(keys)
+
+
+def _rebuild_key(
+    conn: sa.Connection,
+    chunks: sa.Table,
+    table: sa.Table,
+    key: tuple[int, int, int, int],
+    index_order: int,
+) -> None:
+    partition, cell, visit, detector = key
+    c = chunks.c
+    conn.execute(
+        sa.delete(chunks).where(
+            c.partitionId == partition,
+            c.tableName == table.name,
+            c.cellId == cell,
+            c.visit == visit,
+            c.detector == detector,
+        )
+    )
+    lo, hi = hc.cell_range(cell, index_order)
+    t = table.c
+    columns = read_plan(table, conn.dialect).read(
+        conn,
+        sa.and_(
+            t.partitionId == partition,
+            t.visit == visit,
+            t.detector == detector,
+            t.pixelId.between(lo, hi),
+        ),
+    )
+    _insert(conn, chunks, table.name, hc.make_chunks(table.name, columns, index_order))
+
+
+def fill_missing(conn: sa.Connection, md: sa.MetaData, index_order: int) -> int:
+    """Write the chunks of every visit-detector that has rows but no chunk; return their number.
+
+    A store writes its rows and chunks in one transaction, so a visit-detector
+    has either all its chunks or none: the ones without are those stored
+    before revision 0008, or by the previous code while it ran.  One
+    visit-detector at a time, so memory stays that of one visit.
+    """
+    chunks = md.tables[hc.CHUNK_TABLE]
+    n = 0
+    for name in hc.HISTORY_TABLES:
+        table = md.tables[name]
+        pairs = conn.execute(sa.select(table.c.visit, table.c.detector).distinct()).fetchall()
+        done = conn.execute(
+            sa.select(chunks.c.visit, chunks.c.detector)
+            .distinct()
+            .where(chunks.c.tableName == name)
+        ).fetchall()
+        for visit, detector in sorted(set(map(tuple, pairs)) - set(map(tuple, done))):
+            where = sa.and_(table.c.visit == visit, table.c.detector == detector)
+            columns = read_plan(table, conn.dialect).read(conn, where)
+            rows = hc.make_chunks(name, columns, index_order)
+            _insert(conn, chunks, name, rows)
+            n += len(rows)
+    return n

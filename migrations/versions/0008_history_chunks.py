@@ -1,0 +1,85 @@
+"""History chunks: DiaSource and DiaForcedSource rows also kept as per-visit Arrow chunks
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-08 00:00:00
+
+- ``ApdbHistoryChunk`` (``partitionId``, ``tableName``, ``cellId``,
+  ``visit``, ``detector``, ``midpointMinMjdTai``, ``midpointMaxMjdTai``,
+  ``nRows``, ``data``): the rows of one table that one visit-detector wrote
+  in one HEALPix cell of order 8, as one Arrow IPC stream
+  (`apdb.history_chunks`).  History reads with a region read these instead
+  of the rows; stores write them and update operations rebuild them in
+  their own transactions.  On Citus the table is distributed on
+  ``partitionId``, co-located with ``DiaObject``.  SELECT granted to
+  ``apdb_reader`` on PostgreSQL.
+- Backfill: the chunks of every row already stored, one visit-detector at
+  a time (`apdb.sql.history.fill_missing`).  Its cost is one read of each
+  row and a write of the same bytes.  Writers are not blocked (a new
+  table), but visits stored by the previous code while the revision runs,
+  or before the new code is rolled out, get no chunk: once the new code
+  runs, `Apdb.fill_history_chunks` writes them (docs/operations.md).
+
+Downgrade drops the table (the rows are all still in the row tables).
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from apdb import schema
+from apdb.sql import history
+
+try:  # an installed wheel ships this folder as apdb/migrations
+    from apdb.migrations import online
+except ModuleNotFoundError:  # a source checkout
+    from migrations import online
+
+revision: str = "0008"
+down_revision: str | Sequence[str] | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+_TABLE = schema.CHUNK_TABLE
+
+
+def upgrade() -> None:
+    op.create_table(
+        _TABLE,
+        sa.Column("partitionId", sa.Integer(), nullable=False),
+        sa.Column("tableName", sa.String(length=32), nullable=False),
+        sa.Column("cellId", sa.Integer(), nullable=False),
+        sa.Column("visit", sa.BigInteger(), nullable=False),
+        sa.Column("detector", sa.SmallInteger(), nullable=False),
+        sa.Column("midpointMinMjdTai", sa.Double(), nullable=False),
+        sa.Column("midpointMaxMjdTai", sa.Double(), nullable=False),
+        sa.Column("nRows", sa.Integer(), nullable=False),
+        sa.Column("data", sa.LargeBinary(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "partitionId", "tableName", "cellId", "visit", "detector", name=f"PK_{_TABLE}"
+        ),
+    )
+    op.create_index(f"IDX_{_TABLE}_cell", _TABLE, ["tableName", "cellId", "midpointMaxMjdTai"])
+    if online.is_postgres():
+        # The chunks are incompressible floats, compressed or not by us: no TOAST compression.
+        op.execute(f'ALTER TABLE "{_TABLE}" ALTER COLUMN data SET STORAGE EXTERNAL')
+        if online.is_distributed("DiaObject"):
+            op.execute(
+                sa.text(
+                    "SELECT create_distributed_table(CAST(:t AS regclass), 'partitionId', "
+                    "colocate_with => '\"DiaObject\"')"
+                ).bindparams(t=f'"{_TABLE}"')
+            )
+        op.execute(f'GRANT SELECT ON "{_TABLE}" TO apdb_reader')
+    if op.get_context().as_sql:  # offline: no rows to read
+        return
+    bind = op.get_bind()
+    stmt = sa.text("SELECT value FROM metadata WHERE name = 'config:sky.index_order'")
+    index_order = int(bind.execute(stmt).scalar() or 29)
+    history.fill_missing(bind, schema.make_metadata(), index_order)
+
+
+def downgrade() -> None:
+    op.drop_index(f"IDX_{_TABLE}_cell", table_name=_TABLE)
+    op.drop_table(_TABLE)
