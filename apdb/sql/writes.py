@@ -152,11 +152,9 @@ def _insert_generic(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
     compiled = stmt.compile(dialect=conn.dialect)
     # Positional order of the compiled statement's parameters.
     order = compiled.positiontup or cols
-    index = [cols.index(name) for name in order]
-    records = batch.records()
-    if index != list(range(len(cols))):
-        records = [tuple(r[i] for i in index) for r in records]
-    conn.exec_driver_sql(compiled.string, records)
+    if list(order) != cols:  # columns put in that order before the rows are built
+        batch = Batch(batch.table, batch.n, {c: batch.values[c] for c in order}, batch.nulls)
+    conn.exec_driver_sql(compiled.string, batch.records())
 
 
 def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
