@@ -13,17 +13,17 @@ replicated chunks are deleted from the APDB only.  One extra table,
    (their current values, by the keys the chunks recorded: a semi-join, so a
    DiaObject version recorded in two of the chunks comes once), then the
    chunks' update records; a reader thread does this while the writer
-   stores the previous table in the PPDB;
+   stores them in the PPDB;
 2. in ONE PPDB transaction the rows are written (PostgreSQL: the APDB's
-   binary ``COPY`` stream passed unchanged into the PPDB's ``COPY``: new
-   rows (sources, forced sources, SSObjects, DiaObject versions still open)
-   straight into their table, falling back to a temporary table and
-   ``INSERT ... ON CONFLICT (primary key) DO UPDATE`` when a row is there
-   already; closed DiaObject versions (a store closed them, they may have
-   been copied open before) always that way; SQLite: ``INSERT OR
-   REPLACE``), the
-   update records are applied in order (each sets values, so replaying
-   changes nothing), and the chunks are inserted into ``PpdbReplicaChunk``;
+   binary ``COPY`` output piped block by block, undecoded, into the PPDB's
+   ``COPY`` while it is being read, see `apdb.sql.ppdb_copy`; the DiaObject
+   versions the chunks name are deleted from the PPDB first, since a
+   version closed by these chunks may have been copied open by an earlier
+   batch; a COPY that still meets a row already there (a batch copied
+   again) falls back to ``INSERT ... ON CONFLICT (primary key) DO UPDATE``;
+   SQLite: ``INSERT OR REPLACE``), the update records are applied in order
+   (each sets values, so replaying changes nothing), and the chunks are
+   inserted into ``PpdbReplicaChunk``;
 3. then the chunks are deleted from the APDB.
 
 A kill before the PPDB commit leaves the PPDB as it was (the next run does
@@ -49,17 +49,27 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 import sqlalchemy as sa
-from psycopg import sql as pgsql
 
 from apdb import schema
 from apdb.config import ApdbConfig
 from apdb.errors import ApdbDatabaseError, ApdbError, ApdbNotFoundError
 from apdb.frames import Batch
 from apdb.replica import CHUNKS_PER_TRANSACTION, UpdateRecord
+from apdb.replica_schema import chunk_key_columns
 from apdb.sql.apdb_sql import ApdbSql
 from apdb.sql.engine import WRITE
 from apdb.sql.pgcopy import encode_rows, make_field
-from apdb.sql.reads import copy_out
+from apdb.sql.ppdb_copy import (
+    CopyStream,
+    copy_query,
+    drop_fill_triggers,
+    insert_or_merge,
+    merge,
+    read_keys,
+    stream_copy_out,
+    supersede,
+)
+from apdb.sql.reads import id_filter
 from apdb.sql.replica import (
     REPLICATED_TABLES,
     read_batch,
@@ -97,6 +107,10 @@ def _chunk_table(md: sa.MetaData) -> sa.Table:
 def create_ppdb(url: str) -> ApdbSql:
     """Create a PPDB at ``url`` and return it opened.
 
+    On PostgreSQL the APDB's ``partitionId`` fill triggers (revision 0004,
+    for APDB writers older than the column) are dropped: the replicator
+    always copies ``partitionId`` (`apdb.sql.ppdb_copy.drop_fill_triggers`).
+
     Raises
     ------
     ApdbError
@@ -108,6 +122,7 @@ def create_ppdb(url: str) -> ApdbSql:
             _chunk_table(db.schema_metadata).create(conn)
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text(f'GRANT SELECT ON "{PPDB_CHUNK_TABLE}" TO apdb_reader'))
+                drop_fill_triggers(conn)
     except sa.exc.SQLAlchemyError as exc:
         db.close()
         raise ApdbDatabaseError(f"create the PPDB failed: {_one_line(exc)}") from exc
@@ -271,17 +286,19 @@ def replicate_chunk(apdb: ApdbSql, ppdb: ApdbSql, chunk_id: int) -> tuple[int, i
 
 _END = object()
 _READ_ORDER = ("SSObject", "DiaForcedSource", "DiaSource", "SSSource", "DiaObject")
+_SUPERSEDED = ("DiaObject",)
+"""Tables whose rows in a batch may be in the PPDB already (see `_read_chunks`)."""
 
 
 def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQueue) -> None:
     """Put each table's rows in the chunks, then their update records, on ``out``.
 
     One APDB snapshot for all of them.  Runs in a thread (its waits release
-    the GIL), so the PPDB writes the first table while the next is read.
-    Items: ``(table, stream, how)`` (``raw``: a binary COPY stream to
-    ``insert`` or ``merge``, see `_write`) or a `Batch`; then
-    ``list[UpdateRecord]``; then `_END`; an exception instead if the reads
-    fail.
+    the GIL), so the PPDB writes a table while it is read.  Items:
+    ``(table, how, data)`` (``raw``: ``"supersede"`` with the keys of rows to
+    delete first, or ``"insert"`` with a `CopyStream` being filled, see
+    `_write`) or a `Batch`; then ``list[UpdateRecord]``; then `_END`; an
+    exception instead if the reads fail.
     """
     amd = apdb.schema_metadata
     try:
@@ -295,16 +312,29 @@ def _read_chunks(apdb: ApdbSql, ids: np.ndarray, raw: bool, out: queue.SimpleQue
                 where = rows_in_chunks(amd, name, ids, dialect)
                 if not raw:
                     out.put(read_batch(conn, table, where))
-                elif name == "DiaObject":
-                    # A version still open was created in these chunks: new to
-                    # the PPDB.  A closed one may have been created earlier; it
-                    # is closed first (one open version per object: a unique
-                    # index), then the new ones go in.
-                    end = table.c.validityEndMjdTai
-                    out.put(_read_raw(conn, table, sa.and_(where, end.is_not(None)), "merge"))
-                    out.put(_read_raw(conn, table, sa.and_(where, end.is_(None)), "insert"))
-                else:
-                    out.put(_read_raw(conn, table, where, "insert"))
+                    continue
+                if name in _SUPERSEDED:
+                    # Versions that a later chunk closed may be in the PPDB
+                    # (copied open by an earlier batch): every version the
+                    # chunks name is deleted from the PPDB first, then copied
+                    # with its current values.  (One the APDB no longer has,
+                    # replaced by a store of the same visit, stays deleted.)
+                    chunk_name, keys = chunk_key_columns(name)
+                    chunks = amd.tables[chunk_name]
+                    in_batch = id_filter(chunks.c.chunkId, ids, dialect)
+                    out.put((name, "supersede", read_keys(conn, chunks, list(keys), in_batch)))
+                stream = CopyStream()
+                out.put((name, "insert", stream))
+                cols = [c.name for c in schema.table_columns(name)]
+                try:
+                    stream_copy_out(
+                        conn.connection.driver_connection,
+                        copy_query(conn, table, cols, where),
+                        stream,
+                    )
+                except BaseException as exc:
+                    stream.fail(exc)
+                    raise
             out.put(read_update_records(conn, amd, ids))
         out.put(_END)
     except BaseException as exc:  # handed to the writer, which raises it
@@ -360,11 +390,12 @@ def _write(conn: sa.Connection, md: sa.MetaData, item: tuple | Batch) -> int:
     if isinstance(item, Batch):
         _upsert(conn, md.tables[item.table], item)
         return item.n
-    name, data, how = item
+    name, how, data = item
+    if how == "supersede":  # keys of rows about to be copied again
+        supersede(conn, md.tables[name], data)
+        return 0
     cols = [c.name for c in schema.table_columns(name)]
-    if how == "merge":  # rows likely there already
-        return _merge(conn, md.tables[name], cols, data)
-    return _insert_or_merge(conn, md.tables[name], cols, data)
+    return insert_or_merge(conn, md.tables[name], cols, data)
 
 
 def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
@@ -377,85 +408,7 @@ def _upsert(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
         conn.execute(stmt, [dict(zip(cols, r, strict=True)) for r in batch.records()])
         return
     fields = [make_field(batch.values[c], schema.column_info(table.name, c).datatype) for c in cols]
-    _merge(conn, table, cols, encode_rows(fields, batch.n, [batch.null_mask(c) for c in cols]))
-
-
-def _read_raw(
-    conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], how: str
-) -> tuple[str, bytes, str]:
-    """``(table name, binary COPY stream, how)``: every column in schema order."""
-    cols = [c.name for c in schema.table_columns(table.name)]
-    stmt = sa.select(*[table.c[c] for c in cols]).where(where)
-    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    raw = conn.connection.driver_connection
-    # COPY takes no server-side parameters: psycopg binds them client-side.
-    select = psycopg.ClientCursor(raw).mogrify(compiled.string, compiled.params)
-    query = pgsql.SQL("COPY ({}) TO STDOUT (FORMAT BINARY)").format(pgsql.SQL(select))
-    return table.name, copy_out(raw, query.as_string(raw)), how
-
-
-def _copy_in(cur: psycopg.Cursor, table: str, cols: list[str], data: bytes) -> int:
-    """Binary COPY ``data`` into ``table``; return the row count."""
-    names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
-    query = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        pgsql.Identifier(table), names
-    )
-    with cur.copy(query) as copy:
-        copy.write(data)
-    return int(cur.rowcount)
-
-
-def _insert_or_merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> int:
-    """COPY straight into ``table``; if a row is there already, `_merge` instead.
-
-    New rows (the normal case for sources) cost one COPY; a chunk copied
-    again (its rows are all there) rolls the COPY back to a savepoint and
-    upserts.
-    """
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        cur.execute("SAVEPOINT ppdb_copy")
-        try:
-            n = _copy_in(cur, table.name, cols, data)
-        except psycopg.errors.UniqueViolation:
-            cur.execute("ROLLBACK TO SAVEPOINT ppdb_copy")
-            n = -1
-        cur.execute("RELEASE SAVEPOINT ppdb_copy")
-    return n if n >= 0 else _merge(conn, table, cols, data)
-
-
-def _merge(conn: sa.Connection, table: sa.Table, cols: list[str], data: bytes) -> int:
-    """Binary COPY ``data`` into a temporary table, then upsert it into ``table``."""
-    stage = f"ppdb_stage_{table.name}"
-    raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        cur.execute(
-            pgsql.SQL("CREATE TEMP TABLE {} (LIKE {}) ON COMMIT DROP").format(
-                pgsql.Identifier(stage), pgsql.Identifier(table.name)
-            )
-        )
-        n = _copy_in(cur, stage, cols, data)
-        keys = [c.name for c in table.primary_key.columns]
-        others = [c for c in cols if c not in keys]
-        sets = pgsql.SQL(", ").join(
-            pgsql.SQL("{} = EXCLUDED.{}").format(pgsql.Identifier(c), pgsql.Identifier(c))
-            for c in others
-        )
-        names = pgsql.SQL(", ").join(map(pgsql.Identifier, cols))
-        cur.execute(
-            pgsql.SQL(
-                "INSERT INTO {t} ({cols}) SELECT {cols} FROM {s} "
-                "ON CONFLICT ({keys}) DO UPDATE SET {sets}"
-            ).format(
-                t=pgsql.Identifier(table.name),
-                cols=names,
-                s=pgsql.Identifier(stage),
-                keys=pgsql.SQL(", ").join(map(pgsql.Identifier, keys)),
-                sets=sets,
-            )
-        )
-        cur.execute(pgsql.SQL("DROP TABLE {}").format(pgsql.Identifier(stage)))
-    return n
+    merge(conn, table, cols, encode_rows(fields, batch.n, [batch.null_mask(c) for c in cols]))
 
 
 def _apply(conn: sa.Connection, md: sa.MetaData, record: UpdateRecord) -> None:
