@@ -266,10 +266,12 @@ def _convert_strings(
 ) -> tuple[np.ndarray, np.ndarray]:
     nulls = series.isna().to_numpy()
     vals = series.to_numpy(dtype=object, na_value=None)
-    present = vals[~nulls]
-    if not all(isinstance(v, str) for v in present):
+    present = vals[~nulls].tolist()
+    if not all(issubclass(t, str) for t in set(map(type, present))):
         raise ColumnTypeError(table, col.name, "str", str(series.dtype))
-    if col.length is not None and col.name != "band":  # bands: UnknownBandError later
+    # Bands are checked later (UnknownBandError).
+    limit = col.length if col.name != "band" else None
+    if limit is not None and max(map(len, present), default=0) > limit:
         too_long = [v for v in present if len(v) > col.length]
         if too_long:
             raise ColumnTypeError(
@@ -319,18 +321,18 @@ def prepare(
     from apdb.sky import pixel_index
 
     if df is None:
-        df = pd.DataFrame()
+        return Batch(table=table, n=0)
     if not isinstance(df, pd.DataFrame):
         raise ColumnTypeError(table, "<frame>", "pandas.DataFrame", type(df).__name__)
     n = len(df)
     batch = Batch(table=table, n=n)
     if n == 0:
         return batch
-    if not df.columns.is_unique:
+    present = set(df.columns)
+    if len(present) != len(df.columns):
         dup = df.columns[df.columns.duplicated()].tolist()
         raise DuplicateIdError(table, "column name", dup)
     infos, by_name, required = _table_plan(table)
-    present = set(df.columns)
     missing = [c for c in required if c not in present]
     if missing:
         raise MissingColumnsError(table, missing)
@@ -377,16 +379,16 @@ def _check_strings(batch: Batch, bands: tuple[str, ...], sql_strings: str) -> No
     for name, vals in batch.values.items():
         if vals.dtype != object:
             continue
-        nulls = batch.nulls.get(name, np.zeros(batch.n, bool))
-        present = vals[~nulls]
+        nulls = batch.nulls.get(name)
+        present = vals if nulls is None else vals[~nulls]
+        distinct = set(present.tolist())  # each value checked once
         if name == "band":
-            bad = sorted({v for v in present if v not in bands})
+            bad = sorted(distinct.difference(bands))
             if bad:
                 raise UnknownBandError(batch.table, bad, bands)
-        elif sql_strings == "reject":
+        elif sql_strings == "reject" and any(_SQLISH.search(v) for v in distinct):
             bad = [v for v in present if _SQLISH.search(v)]
-            if bad:
-                raise SuspiciousStringError(batch.table, name, bad)
+            raise SuspiciousStringError(batch.table, name, bad)
 
 
 def _check_ids(batch: Batch) -> None:

@@ -93,38 +93,70 @@ def update_objects(
         return 0
     ids = batch.values["diaObjectId"]
     dialect = conn.dialect.name
-    ours = id_filter(table.c.diaObjectId, ids, dialect)
-    if partitions is not None:
-        ours = sa.and_(partition_filter(table.c.partitionId, np.unique(partitions)), ours)
-    start, end = table.c.validityStartMjdTai, table.c.validityEndMjdTai
-    replaced = sa.delete(table).where(ours, start == visit_mjd)
-    closed = (
-        sa.update(table)
-        .where(ours, start < visit_mjd, sa.or_(end.is_(None), end > visit_mjd))
-        .values(validityEndMjdTai=visit_mjd)
-    )
-    find_newer = (
-        sa.select(table.c.diaObjectId, sa.func.min(start))
-        .where(ours, start > visit_mjd)
-        .group_by(table.c.diaObjectId)
-    )
     if dialect == "postgresql" and partitions is None:
-        # One statement, one round trip: the DELETE and the UPDATE as data-modifying
-        # CTEs.  They touch disjoint rows (start = visit vs start < visit), and
-        # the SELECT of newer versions (start > visit) reads rows neither
-        # changes, so the shared snapshot gives the same answer as three
-        # statements.  (Not on Citus: it plans such CTEs across shards poorly.)
-        one = sa.literal_column("1")
-        stmt = find_newer.add_cte(
-            replaced.returning(one).cte("replaced"), closed.returning(one).cte("closed")
-        )
-        newer = conn.execute(stmt).all()
+        newer = _fix_versions_postgres(conn, table, ids, visit_mjd)
     else:
+        ours = id_filter(table.c.diaObjectId, ids, dialect)
+        if partitions is not None:
+            ours = sa.and_(partition_filter(table.c.partitionId, np.unique(partitions)), ours)
+        start, end = table.c.validityStartMjdTai, table.c.validityEndMjdTai
+        replaced = sa.delete(table).where(ours, start == visit_mjd)
+        closed = (
+            sa.update(table)
+            .where(ours, start < visit_mjd, sa.or_(end.is_(None), end > visit_mjd))
+            .values(validityEndMjdTai=visit_mjd)
+        )
+        find_newer = (
+            sa.select(table.c.diaObjectId, sa.func.min(start))
+            .where(ours, start > visit_mjd)
+            .group_by(table.c.diaObjectId)
+        )
         conn.execute(replaced)
         conn.execute(closed)
         newer = conn.execute(find_newer).all()
     insert_batch(conn, table, _with_ends(batch, newer))
     return len(newer)
+
+
+def _fix_versions_postgres(
+    conn: sa.Connection, table: sa.Table, ids: np.ndarray, visit_mjd: float
+) -> list[tuple[int, float]]:
+    """Run steps 1-3 of the module docstring on PostgreSQL, in one statement.
+
+    The DELETE and the UPDATE are data-modifying CTEs of the SELECT of newer
+    versions.  They touch disjoint rows (start = visit vs start < visit), and
+    the SELECT (start > visit) reads rows neither changes, so the shared
+    snapshot gives the same answer as three statements.  (Not on Citus: it
+    plans such CTEs across shards poorly.)  The statement text is composed
+    once per table (`_fix_versions_query`); per call only the id array is
+    added, as a constant the planner can hash, and the visit time is bound.
+    """
+    unique = np.unique(np.asarray(ids, dtype=np.int64))
+    literal = pgsql.Literal("{" + ",".join(unique.astype(str).tolist()) + "}")
+    query = _fix_versions_query(table.schema, table.name)
+    raw = conn.connection.driver_connection
+    text = query.format(ids=literal).as_string(raw)
+    return [tuple(r) for r in conn.exec_driver_sql(text, {"visit": float(visit_mjd)})]
+
+
+@functools.lru_cache(maxsize=16)
+def _fix_versions_query(schema_name: str | None, table: str) -> pgsql.Composed:
+    """Return the version fix-up statement of ``table``, with an ``{ids}`` placeholder."""
+    target = pgsql.Identifier(schema_name, table) if schema_name else pgsql.Identifier(table)
+    template = pgsql.SQL(
+        "WITH replaced AS (DELETE FROM {t} WHERE {id} = ANY({{ids}}::bigint[]) "
+        "AND {start} = %(visit)s RETURNING 1), "
+        "closed AS (UPDATE {t} SET {end} = %(visit)s WHERE {id} = ANY({{ids}}::bigint[]) "
+        "AND {start} < %(visit)s AND ({end} IS NULL OR {end} > %(visit)s) RETURNING 1) "
+        "SELECT {id}, min({start}) FROM {t} WHERE {id} = ANY({{ids}}::bigint[]) "
+        "AND {start} > %(visit)s GROUP BY {id}"
+    ).format(
+        t=target,
+        id=pgsql.Identifier("diaObjectId"),
+        start=pgsql.Identifier("validityStartMjdTai"),
+        end=pgsql.Identifier("validityEndMjdTai"),
+    )
+    return pgsql.SQL(template.as_string(None))
 
 
 def _with_ends(batch: Batch, newer: list[tuple[int, float]]) -> Batch:
@@ -160,9 +192,8 @@ def _insert_generic(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
 def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
     """Binary COPY of the batch straight into ``table``."""
     names = batch.columns
-    fields = [
-        make_field(batch.values[c], schema.column_info(table.name, c).datatype) for c in names
-    ]
+    types = _datatypes(table.name)
+    fields = [make_field(batch.values[c], types[c]) for c in names]
     nulls = [batch.null_mask(c) for c in names]
     data = encode_rows(fields, batch.n, nulls)
     query = _copy_in_query(table.schema, table.name, tuple(names))
@@ -176,6 +207,12 @@ def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None
         if effective_sqlstate(exc) == "23505":  # a Citus worker's unique violation
             raise sa.exc.IntegrityError(query, None, exc) from exc
         raise sa.exc.DBAPIError(query, None, exc) from exc
+
+
+@functools.lru_cache(maxsize=32)
+def _datatypes(table: str) -> dict[str, str]:
+    """``{column: Felis datatype}`` of ``table``."""
+    return {c.name: c.datatype for c in schema.table_columns(table)}
 
 
 @functools.lru_cache(maxsize=256)
