@@ -20,6 +20,7 @@ batch into chunks, encoding, and decoding with the read's filters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ __all__ = [
     "decode",
     "encode",
     "make_chunks",
+    "patch",
     "region_cells",
 ]
 
@@ -93,6 +95,7 @@ def region_cells(ranges: np.ndarray, index_order: int) -> np.ndarray:
 
 
 # -- encoding --------------------------------------------------------------------------
+@functools.lru_cache(maxsize=8)
 def arrow_schema(table: str) -> pa.Schema:
     """Arrow schema of a table's chunks (every column, schema order)."""
     return pa.schema(
@@ -139,10 +142,14 @@ def encode(table: str, columns: Columns, rows: np.ndarray | None = None) -> byte
             vals, nulls = column
             column = (vals[idx], None if nulls is None else nulls[idx])
         arrays.append(_arrow_column(info, len(idx), column))
-    batch = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+    return _serialize(pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table)))
+
+
+def _serialize(data: pa.RecordBatch | pa.Table) -> bytes:
+    """One Arrow IPC stream of a record batch or table."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+    with pa.ipc.new_stream(sink, data.schema) as writer:
+        writer.write(data)
     return sink.getvalue().to_pybytes()
 
 
@@ -216,7 +223,7 @@ class HistoryFilter:
     region: Region
 
 
-def _table(table: str, blob: bytes, target: pa.Schema) -> pa.Table:
+def _table(blob: bytes, target: pa.Schema) -> pa.Table:
     got = pa.ipc.open_stream(pa.py_buffer(blob)).read_all()
     if got.schema.equals(target):
         return got
@@ -262,7 +269,7 @@ def decode(table: str, blobs: Sequence[bytes], flt: HistoryFilter) -> Columns:
     """Rows of the chunks ``blobs`` that pass ``flt``, as columns in schema order."""
     infos = schema.table_columns(table)
     target = arrow_schema(table)
-    parts = [_table(table, b, target) for b in blobs]
+    parts = [_table(b, target) for b in blobs]
     whole = pa.concat_tables(parts) if parts else target.empty_table()
     if len(whole) and not (flt.ranges is not None and len(flt.ranges)):
         whole = whole.slice(0, 0)
@@ -270,6 +277,11 @@ def decode(table: str, blobs: Sequence[bytes], flt: HistoryFilter) -> Columns:
         keep = _keep(whole, flt)
         if not keep.all():
             whole = whole.filter(pa.array(keep))
+    return _columns(whole, infos)
+
+
+def _columns(whole: pa.Table, infos: list[schema.ColumnInfo]) -> Columns:
+    """Arrow columns as numpy ``(values, NULL mask)`` pairs, in schema order."""
     out: Columns = {}
     for info in infos:
         col = whole.column(info.name)
@@ -288,3 +300,48 @@ def decode(table: str, blobs: Sequence[bytes], flt: HistoryFilter) -> Columns:
             nulls = None
         out[info.name] = (vals, nulls if nulls is not None and nulls.any() else None)
     return out
+
+
+def patch(table: str, blob: bytes, key: str, ids: np.ndarray, updates: Columns) -> bytes | None:
+    """Return the chunk ``blob`` with new values of some columns for some rows.
+
+    Parameters
+    ----------
+    table : `str`
+        Table of the chunk.
+    blob : `bytes`
+        The encoded chunk.
+    key : `str`
+        Unique id column of the rows (``diaSourceId``, ``diaForcedSourceId``).
+    ids : `numpy.ndarray`
+        Ids of the rows to change.
+    updates : `Columns`
+        New ``(values, NULL mask)`` of the changed columns, aligned with ``ids``.
+
+    Returns
+    -------
+    blob : `bytes` or `None`
+        The new chunk; `None` when some id is not in the chunk.
+    """
+    target = arrow_schema(table)
+    whole = _table(blob, target)
+    have = whole.column(key).to_numpy()
+    if len(have) == 0:
+        return None
+    order = np.argsort(have, kind="stable")
+    pos = np.minimum(np.searchsorted(have, ids, sorter=order), len(have) - 1)
+    rows = order[pos]
+    if not np.array_equal(have[rows], ids):
+        return None
+    # Only the changed columns go through numpy; the others stay as they are.
+    for name, (vals, nulls) in updates.items():
+        info = schema.column_info(table, name)
+        old_vals, old_nulls = _columns(whole.select([name]), [info])[name]
+        new_vals = old_vals.copy()
+        new_vals[rows] = vals
+        new_nulls = np.zeros(len(new_vals), bool) if old_nulls is None else old_nulls.copy()
+        new_nulls[rows] = False if nulls is None else nulls
+        i = target.get_field_index(name)
+        column = _arrow_column(info, len(new_vals), (new_vals, new_nulls))
+        whole = whole.set_column(i, target.field(i), column)
+    return _serialize(whole)

@@ -511,7 +511,10 @@ class ApdbSql(Apdb):
                 [{"src": int(a), "ss": int(b)} for a, b in zip(src_ids, ss_ids, strict=True)],
             )
             self._history_writer.record_update(
-                conn, "DiaSource", id_filter(table.c.diaSourceId, src_ids, dialect)
+                conn,
+                "DiaSource",
+                id_filter(table.c.diaSourceId, src_ids, dialect),
+                ("diaObjectId", "ssObjectId", "ssObjectReassocTimeMjdTai"),
             )
             if self._replica is not None:
                 self._replica.record_update(

@@ -6,9 +6,9 @@ SQL around them:
 - `write_batch`: the chunks of a store's DiaSource or DiaForcedSource batch,
   inserted in the store's transaction;
 - `read_chunks`: the chunks of a region's cells and a time window;
-- `rebuild`: after an update operation changed rows (reassign, withdraw),
-  the chunks of those rows are rewritten from the row tables in the same
-  transaction;
+- `patch_rows`: after an update operation changed rows (reassign,
+  withdraw), their new values are copied into their chunks in the same
+  transaction (`rebuild` rewrites a chunk from the row tables);
 - `fill_missing`: the chunks of rows stored without them (revision 0008).
 """
 
@@ -19,10 +19,18 @@ import sqlalchemy as sa
 
 from apdb import history_chunks as hc
 from apdb.frames import Batch
+from apdb.schema import ColumnInfo, column_info
 from apdb.sql.read_plan import read_plan
 from apdb.sql.reads import id_filter
 
-__all__ = ["HistoryWriter", "fill_missing", "read_chunks", "rebuild", "write_batch"]
+__all__ = [
+    "HistoryWriter",
+    "fill_missing",
+    "patch_rows",
+    "read_chunks",
+    "rebuild",
+    "write_batch",
+]
 
 
 class HistoryWriter:
@@ -47,10 +55,20 @@ class HistoryWriter:
             if batch.table in hc.HISTORY_TABLES:
                 write_batch(conn, self.chunks, batch, self.index_order)
 
-    def record_update(self, conn: sa.Connection, table: str, where: sa.ColumnElement[bool]) -> None:
-        """Rebuild the chunks of the rows of ``table`` matching ``where`` (after an update)."""
+    def record_update(
+        self,
+        conn: sa.Connection,
+        table: str,
+        where: sa.ColumnElement[bool],
+        columns: tuple[str, ...],
+    ) -> None:
+        """Bring the chunks of the rows of ``table`` matching ``where`` up to date.
+
+        Called after an update operation changed ``columns`` of those rows,
+        in its transaction (`patch_rows`).
+        """
         if table in hc.HISTORY_TABLES:
-            rebuild(conn, self.chunks, self.md.tables[table], where, self.index_order)
+            patch_rows(conn, self.chunks, self.md.tables[table], where, columns, self.index_order)
 
 
 def _batch_columns(batch: Batch) -> hc.Columns:
@@ -104,6 +122,89 @@ def read_chunks(
         finally:
             cursor.close()
     return [bytes(r[0]) for r in conn.execute(stmt)]
+
+
+_ID_COLUMNS = {"DiaSource": "diaSourceId", "DiaForcedSource": "diaForcedSourceId"}
+
+
+def _column_values(info: ColumnInfo, values: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return a column of DB-API values as ``(values, NULL mask)`` (NULL placeholders 0)."""
+    obj = np.array(values, dtype=object)
+    nulls = np.equal(obj, None)
+    obj[nulls] = 0
+    return obj.astype(info.numpy_dtype), nulls if nulls.any() else None
+
+
+def patch_rows(
+    conn: sa.Connection,
+    chunks: sa.Table,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    columns: tuple[str, ...],
+    index_order: int,
+) -> int:
+    """Copy the current ``columns`` of the rows matching ``where`` into their chunks.
+
+    The rows' new values are read (a narrow select), the chunks holding
+    them are decoded, changed and written back (`apdb.history_chunks.patch`):
+    an update operation costs the bytes of the chunks it touches, not a
+    read of their rows.  A chunk that lacks one of the rows is rebuilt from
+    the rows; a visit-detector without chunks (stored before revision 0008,
+    see `fill_missing`) is left alone.  Returns the number of chunks written.
+    """
+    key = _ID_COLUMNS[table.name]
+    t = table.c
+    stmt = sa.select(
+        t.partitionId, t.pixelId, t.visit, t.detector, t[key], *[t[c] for c in columns]
+    )
+    rows = conn.execute(stmt.where(where)).fetchall()
+    if not rows:
+        return 0
+    cols = list(zip(*rows, strict=True))
+    keys = np.array(cols[:4], dtype=np.int64).T
+    keys[:, 1] = hc.cells_of(keys[:, 1], index_order)
+    ids = np.array(cols[4], dtype=np.int64)
+    values = {
+        name: _column_values(column_info(table.name, name), list(cols[5 + i]))
+        for i, name in enumerate(columns)
+    }
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    c = chunks.c
+    found = conn.execute(
+        sa.select(c.partitionId, c.cellId, c.visit, c.detector, c.data).where(
+            c.tableName == table.name,
+            # (two id_filter clauses would share one parameter name)
+            c.visit.in_(np.unique(uniq[:, 2]).tolist()),
+            c.cellId.in_(np.unique(uniq[:, 1]).tolist()),
+        )
+    ).fetchall()
+    blobs = {tuple(r[:4]): bytes(r[4]) for r in found}
+    updated = []
+    for g, k in enumerate(map(tuple, uniq.tolist())):
+        if k not in blobs:
+            continue
+        sel = inverse == g
+        changes = {n: (v[sel], None if m is None else m[sel]) for n, (v, m) in values.items()}
+        data = hc.patch(table.name, blobs[k], key, ids[sel], changes)
+        if data is None:
+            _rebuild_key(conn, chunks, table, k, index_order)
+        else:
+            updated.append(dict(zip(("p", "c", "v", "d"), k, strict=True), new_data=data))
+    if updated:
+        stmt = (
+            sa.update(chunks)
+            .where(
+                c.partitionId == sa.bindparam("p"),
+                c.tableName == table.name,
+                c.cellId == sa.bindparam("c"),
+                c.visit == sa.bindparam("v"),
+                c.detector == sa.bindparam("d"),
+            )
+            .values(data=sa.bindparam("new_data"))
+        )
+        conn.execute(stmt, updated)
+    return len(uniq)
 
 
 def _keys(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], index_order: int):

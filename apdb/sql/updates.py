@@ -158,7 +158,7 @@ class ApdbSqlUpdates:
             )
             if self._history is not None:
                 where = id_filter(sources.c.diaSourceId, src, conn.dialect.name)
-                self._history.record_update(conn, "DiaSource", where)
+                self._history.record_update(conn, "DiaSource", where, ("diaObjectId",))
             if self._replica is not None:
                 dialect = conn.dialect.name
                 self._replica.record_update(
@@ -232,7 +232,7 @@ class ApdbSqlUpdates:
             n = operations.withdraw(conn, table, column, values, mjd)
             if self._history is not None and n:
                 where = id_filter(table.c[column], values, conn.dialect.name)
-                self._history.record_update(conn, name.value, where)
+                self._history.record_update(conn, name.value, where, ("timeWithdrawnMjdTai",))
             if self._replica is not None and n:
                 self._replica.record_update(
                     conn,

@@ -147,9 +147,10 @@ def measure_field(db: Apdb, sky: ScaleSky, rnd: int, field: int, repeats: int) -
         objs = db.get_dia_objects(region)
         t1 = time.perf_counter()
         ids = objs["diaObjectId"].to_numpy(np.int64)
-        srcs = db.get_dia_sources(vt, object_ids=ids)
+        # With the region, as Rubin's API is called: read from the history chunks.
+        srcs = db.get_dia_sources(vt, region=region, object_ids=ids)
         t2 = time.perf_counter()
-        frcs = db.get_dia_forced_sources(vt, object_ids=ids)
+        frcs = db.get_dia_forced_sources(vt, region=region, object_ids=ids)
         t3 = time.perf_counter()
         cpu.append(time.process_time() - c0)
         times["objects"].append(t1 - t0)
