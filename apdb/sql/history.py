@@ -171,14 +171,17 @@ def patch_rows(
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
     inverse = inverse.ravel()
     c = chunks.c
-    found = conn.execute(
-        sa.select(c.partitionId, c.cellId, c.visit, c.detector, c.data).where(
-            c.tableName == table.name,
-            # (two id_filter clauses would share one parameter name)
-            c.visit.in_(np.unique(uniq[:, 2]).tolist()),
-            c.cellId.in_(np.unique(uniq[:, 1]).tolist()),
-        )
-    ).fetchall()
+    near = (
+        c.tableName == table.name,
+        # (two id_filter clauses would share one parameter name)
+        c.visit.in_(np.unique(uniq[:, 2]).tolist()),
+        c.cellId.in_(np.unique(uniq[:, 1]).tolist()),
+    )
+    # Lock the chunks first (a no-op update): a concurrent update operation
+    # patching the same chunk waits, then reads this one's result.
+    conn.execute(sa.update(chunks).where(*near).values(nRows=c.nRows))
+    stmt = sa.select(c.partitionId, c.cellId, c.visit, c.detector, c.data).where(*near)
+    found = conn.execute(stmt).fetchall()
     blobs = {tuple(r[:4]): bytes(r[4]) for r in found}
     updated = []
     for g, k in enumerate(map(tuple, uniq.tolist())):

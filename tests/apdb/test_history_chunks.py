@@ -197,3 +197,33 @@ def test_revision_0008_backfills_the_chunks_of_stored_rows(apdb, apdb_url):
         got = _same(apdb, table, region=region, object_ids=truth["ids"])
         pd.testing.assert_frame_equal(got, want)
         assert len(got) == 3 * N
+
+
+def test_concurrent_update_operations_on_the_same_chunks(apdb):
+    """Two threads withdraw different sources of the same chunks: no patch is lost."""
+    import threading
+
+    _store_visits(apdb, n_visits=2)
+    region = Cone(RA, DEC, FIELD + 0.01)
+    ids = np.sort(_same(apdb, "DiaSource", region=region)["diaSourceId"].to_numpy())
+    # interleaved ids: both threads touch every chunk, ten times each
+    parts = [ids[k::2][:200].reshape(10, 20) for k in (0, 1)]
+    errors: list[BaseException] = []
+
+    def work(batches: np.ndarray) -> None:
+        try:
+            for batch in batches:
+                apdb.withdraw_dia_sources(batch, time_withdrawn=_t(60011.0))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p,)) for p in parts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    now = _same(apdb, "DiaSource", region=region)
+    assert len(now) == len(ids) - 400
+    withdrawn = _same(apdb, "DiaSource", region=region, include_withdrawn=True)
+    assert withdrawn["timeWithdrawnMjdTai"].notna().sum() == 400
