@@ -219,6 +219,56 @@ def _lookup(
     return {int(k): int(p) for k, p in conn.execute(stmt)}
 
 
+def _lookup_arrays(
+    conn: sa.Connection,
+    table: sa.Table,
+    key: str,
+    ids: np.ndarray,
+    candidates: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_lookup` as two arrays (ids, their ``partitionId``), without a dict per row."""
+    from apdb.sql.reads import id_filter
+
+    ids = np.unique(ids)
+    if ids.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    clauses = [id_filter(table.c[key], ids, conn.dialect.name)]
+    if candidates is not None:
+        clauses.append(partition_filter(table.c.partitionId, candidates))
+    stmt = sa.select(table.c[key], table.c.partitionId).where(*clauses).distinct()
+    rows = conn.execute(stmt).all()
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.array(rows, dtype=np.int64).reshape(-1, 2)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def _map_known(
+    keys: np.ndarray,
+    nulls: np.ndarray | None,
+    known: tuple[np.ndarray, np.ndarray],
+    own: np.ndarray,
+) -> np.ndarray:
+    """`_from_map` with the known pairs as arrays: ``own`` where a key is unknown or NULL.
+
+    Where ``known`` holds a key twice, its last pair wins (as a dict would).
+    """
+    out = own.astype(np.int64).copy()
+    known_keys, known_parts = known
+    if known_keys.size == 0 or keys.size == 0:
+        return out
+    # The last occurrence of each key: unique over the reversed arrays.
+    uniq, first_rev = np.unique(known_keys[::-1], return_index=True)
+    parts = known_parts[::-1][first_rev]
+    keys = keys.astype(np.int64)
+    pos = np.minimum(np.searchsorted(uniq, keys), uniq.size - 1)
+    hit = uniq[pos] == keys
+    if nulls is not None:
+        hit &= ~nulls
+    out[hit] = parts[pos[hit]]
+    return out
+
+
 def _from_map(
     keys: np.ndarray, nulls: np.ndarray | None, known: dict[int, int], own: np.ndarray
 ) -> np.ndarray:
@@ -280,14 +330,17 @@ def assign_partitions(
     if citus:
         here = [own(b) for b in (objects, sources, forced) if b.n]
         candidates = _neighbourhood(np.concatenate(here), partition_order) if here else None
-    known = _lookup(conn, tables["DiaObject"], "diaObjectId", ids, candidates) if ids.size else {}
+    known = _lookup_arrays(conn, tables["DiaObject"], "diaObjectId", ids, candidates)
     if objects.n:
-        parts = _from_map(objects.values["diaObjectId"], None, known, own(objects))
+        parts = _map_known(objects.values["diaObjectId"], None, known, own(objects))
         objects.values["partitionId"] = parts.astype(np.int32)
-        known.update(zip(objects.values["diaObjectId"].tolist(), parts.tolist(), strict=True))
+        known = (
+            np.concatenate([known[0], objects.values["diaObjectId"].astype(np.int64)]),
+            np.concatenate([known[1], parts]),
+        )
     for batch in (sources, forced):
         if batch.n:
-            parts = _from_map(
+            parts = _map_known(
                 batch.values["diaObjectId"], batch.nulls.get("diaObjectId"), known, own(batch)
             )
             batch.values["partitionId"] = parts.astype(np.int32)
