@@ -219,14 +219,55 @@ def replicate(
         apdb.delete_replica_chunks(sorted(done))
         stats.already_done = len(done)
     todo = [i for i in ids if i not in done]
-    for k in range(0, len(todo), chunks_per_transaction):
-        batch = todo[k : k + chunks_per_transaction]
-        rows, records = replicate_chunks(apdb, ppdb, batch)
-        stats.rows += rows
-        stats.update_records += records
-        stats.chunks += len(batch)
+    # On PostgreSQL a batch's chunks are deleted from the APDB (after the PPDB
+    # commit, as always) while the next batch is copied.
+    deleter = _Deleter(apdb, background=apdb.engine.dialect.name == "postgresql")
+    try:
+        for k in range(0, len(todo), chunks_per_transaction):
+            batch = todo[k : k + chunks_per_transaction]
+            rows, records = _copy_batch(apdb, ppdb, batch)
+            deleter.delete(batch)
+            stats.rows += rows
+            stats.update_records += records
+            stats.chunks += len(batch)
+    finally:
+        deleter.wait()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+class _Deleter:
+    """Deletes replicated chunks from the APDB, one batch at a time, maybe in a thread."""
+
+    def __init__(self, apdb: ApdbSql, background: bool):
+        self._apdb = apdb
+        self._background = background
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def _run(self, ids: list[int]) -> None:
+        try:
+            self._apdb.delete_replica_chunks(ids)
+        except BaseException as exc:  # raised by `wait`
+            self._error = exc
+
+    def delete(self, ids: list[int]) -> None:
+        """Delete ``ids`` (after the previous batch's delete has finished)."""
+        self.wait()
+        if not self._background:
+            self._apdb.delete_replica_chunks(ids)
+            return
+        self._thread = threading.Thread(target=self._run, args=(list(ids),), daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the running delete; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _done_chunks(ppdb: ApdbSql, chunk_ids: list[int]) -> set[int]:
@@ -253,6 +294,13 @@ def replicate_chunks(apdb: ApdbSql, ppdb: ApdbSql, chunk_ids: list[int]) -> tupl
     rows, update_records : `int`
         Rows written and update records applied.
     """
+    rows, records = _copy_batch(apdb, ppdb, chunk_ids)
+    apdb.delete_replica_chunks(sorted(int(i) for i in chunk_ids))
+    return rows, records
+
+
+def _copy_batch(apdb: ApdbSql, ppdb: ApdbSql, chunk_ids: list[int]) -> tuple[int, int]:
+    """`replicate_chunks` but the APDB delete."""
     ids = np.asarray(sorted(int(i) for i in chunk_ids), np.int64)
     try:
         rows, records = _copy_chunks(apdb, ppdb, ids)
@@ -263,7 +311,6 @@ def replicate_chunks(apdb: ApdbSql, ppdb: ApdbSql, chunk_ids: list[int]) -> tupl
         raise ApdbDatabaseError(
             f"replicate chunks {ids.tolist()} failed: {_one_line(exc)}"
         ) from exc
-    apdb.delete_replica_chunks(ids)
     return rows, records
 
 
