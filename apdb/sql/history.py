@@ -214,7 +214,7 @@ def _keys(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], i
     """Distinct (partition, cell, visit, detector) of the rows matching ``where``."""
     c = table.c
     stmt = sa.select(c.partitionId, c.pixelId, c.visit, c.detector).where(where)
-    rows = np.array(conn.execute(stmt).fetchall(), dtype=np.int64).reshape(-1, 4)
+    rows = np.array(list(map(tuple, conn.execute(stmt))), dtype=np.int64).reshape(-1, 4)
     if len(rows) == 0:
         return rows
     rows[:, 1] = hc.cells_of(rows[:, 1], index_order)
