@@ -712,7 +712,10 @@ def _visit_detectors(sources: Batch, forced: Batch, n_objects: int, visit_mjd: f
         return Batch("ApdbVisitDetector", 0)
     visit = np.concatenate([b.values["visit"] for b in parts]).astype(np.int64)
     det = np.concatenate([b.values["detector"] for b in parts]).astype(np.int16)
-    pairs = np.unique(np.stack([visit, det.astype(np.int64)], axis=1), axis=0)
+    if visit.min() == visit.max() and det.min() == det.max():  # one visit-detector: no sort
+        pairs = np.array([[visit[0], det[0]]], dtype=np.int64)
+    else:
+        pairs = np.unique(np.stack([visit, det.astype(np.int64)], axis=1), axis=0)
 
     def count(b: Batch, v: int, d: int) -> int:
         if not b.n:

@@ -148,12 +148,13 @@ def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]
             kept = np.maximum(lengths, 0)
         cut.append((dtype.fields[f"v{k}"][1], width, kept))
     if not cut:
-        return HEADER + out.tobytes() + TRAILER
+        return b"".join((HEADER, memoryview(out).cast("B"), TRAILER))
     raw = out.view(np.uint8).reshape(n, dtype.itemsize)
     keep = np.ones((n, dtype.itemsize), dtype=bool)
     for offset, width, kept in cut:
         keep[:, offset : offset + width] = np.arange(width) < kept[:, None]
-    return HEADER + raw[keep].tobytes() + TRAILER
+    # One copy into the result (join of buffers), not three (tobytes, two "+").
+    return b"".join((HEADER, memoryview(raw[keep]), TRAILER))
 
 
 @dataclass(frozen=True)
