@@ -8,7 +8,8 @@ SQL around them:
 - `read_chunks`: the chunks of a region's cells and a time window;
 - `patch_rows`: after an update operation changed rows (reassign,
   withdraw), their new values are copied into their chunks in the same
-  transaction (`rebuild` rewrites a chunk from the row tables);
+  transaction (`_rebuild_key` rewrites a chunk from the row tables when it
+  lacks a row);
 - `fill_missing`: the chunks of rows stored without them (revision 0008).
 """
 
@@ -28,7 +29,6 @@ __all__ = [
     "fill_missing",
     "patch_rows",
     "read_chunks",
-    "rebuild",
     "write_batch",
 ]
 
@@ -208,34 +208,6 @@ def patch_rows(
         )
         conn.execute(stmt, updated)
     return len(uniq)
-
-
-def _keys(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool], index_order: int):
-    """Distinct (partition, cell, visit, detector) of the rows matching ``where``."""
-    c = table.c
-    stmt = sa.select(c.partitionId, c.pixelId, c.visit, c.detector).where(where)
-    rows = np.array(list(map(tuple, conn.execute(stmt))), dtype=np.int64).reshape(-1, 4)
-    if len(rows) == 0:
-        return rows
-    rows[:, 1] = hc.cells_of(rows[:, 1], index_order)
-    return np.unique(rows, axis=0)
-
-
-def rebuild(
-    conn: sa.Connection,
-    chunks: sa.Table,
-    table: sa.Table,
-    where: sa.ColumnElement[bool],
-    index_order: int,
-) -> int:
-    """Rewrite, from the rows, the chunks holding rows of ``table`` that match ``where``.
-
-    Returns the number of chunks rewritten.
-    """
-    keys = _keys(conn, table, where, index_order)
-    for partition, cell, visit, detector in keys.tolist():
-        _rebuild_key(conn, chunks, table, (partition, cell, visit, detector), index_order)
-    return len(keys)
 
 
 def _rebuild_key(

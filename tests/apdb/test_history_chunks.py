@@ -282,3 +282,35 @@ def test_chunk_format_patch_and_schema_evolution():
     got = hc.decode("DiaForcedSource", [sink.getvalue().to_pybytes()], flt)
     assert len(got["diaForcedSourceId"][0]) == 20
     assert got["scienceFluxErr"][1].all()
+
+
+def test_update_of_a_row_missing_from_its_chunk_rebuilds_the_chunk(apdb):
+    """A chunk that lacks a row (not written by this code) is rebuilt from the rows."""
+    import pyarrow as pa
+
+    _store_visits(apdb, n_visits=1)
+    region = Cone(RA, DEC, FIELD + 0.01)
+    t = apdb.schema_metadata.tables[CHUNK_TABLE]
+    with apdb.engine.begin() as conn:
+        key = conn.execute(
+            sa.select(t.c.partitionId, t.c.cellId, t.c.visit, t.c.detector, t.c.data)
+            .where(t.c.tableName == "DiaSource")
+            .limit(1)
+        ).one()
+        table = pa.ipc.open_stream(pa.py_buffer(bytes(key.data))).read_all()
+        dropped = int(table.column("diaSourceId")[0].as_py())
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write(table.slice(1))
+        where = [
+            t.c[c] == key[i] for i, c in enumerate(("partitionId", "cellId", "visit", "detector"))
+        ]
+        conn.execute(sa.update(t).where(*where).values(data=sink.getvalue().to_pybytes()))
+    rows = _read(apdb, "DiaSource", False, region=region, include_withdrawn=True)
+    assert (
+        len(_read(apdb, "DiaSource", True, region=region, include_withdrawn=True)) == len(rows) - 1
+    )
+    assert apdb.withdraw_dia_sources([dropped], time_withdrawn=_t(60011.0)) == 1
+    got = _same(apdb, "DiaSource", region=region, include_withdrawn=True).set_index("diaSourceId")
+    assert len(got) == len(rows)
+    assert got.loc[dropped, "timeWithdrawnMjdTai"] == 60011.0
