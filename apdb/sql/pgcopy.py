@@ -17,13 +17,21 @@ network byte order; a 16-bit -1 ends the stream.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from apdb.errors import ApdbDatabaseError
 
-__all__ = ["PG_TYPES", "ReadField", "WriteField", "decode_rows", "encode_rows"]
+__all__ = [
+    "PG_TYPES",
+    "ReadField",
+    "WriteField",
+    "decode_rows",
+    "encode_pieces",
+    "encode_rows",
+]
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 HEADER = SIGNATURE + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
@@ -120,6 +128,32 @@ def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]
     data : `bytes`
         Header, rows and trailer.
     """
+    return b"".join(encode_pieces(fields, n, nulls, max(n, 1)))
+
+
+def encode_pieces(
+    fields: list[WriteField], n: int, nulls: list[np.ndarray | None], rows_per_piece: int
+) -> Iterator[bytes | memoryview]:
+    """Yield the stream of `encode_rows` in pieces of ``rows_per_piece`` rows.
+
+    A piece is encoded only when asked for, so a writer that sends each piece
+    before asking for the next lets the server insert the rows already sent
+    while the client encodes the next ones.  The first piece is the header,
+    the last the trailer.
+    """
+    yield HEADER
+    step = max(1, int(rows_per_piece))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        yield _encode_slice(fields, nulls, lo, hi)
+    yield TRAILER
+
+
+def _encode_slice(
+    fields: list[WriteField], nulls: list[np.ndarray | None], lo: int, hi: int
+) -> memoryview:
+    """Encode rows ``lo:hi`` (no header or trailer)."""
+    n = hi - lo
     layout: list[tuple[str, str]] = [("count", ">i2")]
     for k, f in enumerate(fields):
         layout.append((f"l{k}", ">i4"))
@@ -129,11 +163,11 @@ def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]
     out["count"] = len(fields)
     cut: list[tuple[int, int, np.ndarray]] = []  # (value offset, width, bytes kept per row)
     for k, f in enumerate(fields):
-        mask = nulls[k] if k < len(nulls) else None
+        mask = nulls[k][lo:hi] if k < len(nulls) and nulls[k] is not None else None
         if mask is not None and not mask.any():
             mask = None
         width = dtype.fields[f"v{k}"][0].itemsize
-        out[f"v{k}"] = f.values
+        out[f"v{k}"] = f.values[lo:hi]
         if f.lengths is None:
             if mask is None:
                 out[f"l{k}"] = width
@@ -141,20 +175,20 @@ def encode_rows(fields: list[WriteField], n: int, nulls: list[np.ndarray | None]
             out[f"l{k}"] = np.where(mask, -1, width)
             kept = np.where(mask, 0, width)
         else:
-            lengths = f.lengths if mask is None else np.where(mask, -1, f.lengths)
+            sizes = f.lengths[lo:hi]
+            lengths = sizes if mask is None else np.where(mask, -1, sizes)
             out[f"l{k}"] = lengths
-            if mask is None and (n == 0 or bool((f.lengths == width).all())):
+            if mask is None and (n == 0 or bool((sizes == width).all())):
                 continue
             kept = np.maximum(lengths, 0)
         cut.append((dtype.fields[f"v{k}"][1], width, kept))
     if not cut:
-        return b"".join((HEADER, memoryview(out).cast("B"), TRAILER))
+        return memoryview(out).cast("B")
     raw = out.view(np.uint8).reshape(n, dtype.itemsize)
     keep = np.ones((n, dtype.itemsize), dtype=bool)
     for offset, width, kept in cut:
         keep[:, offset : offset + width] = np.arange(width) < kept[:, None]
-    # One copy into the result (join of buffers), not three (tobytes, two "+").
-    return b"".join((HEADER, memoryview(raw[keep]), TRAILER))
+    return memoryview(raw[keep])
 
 
 @dataclass(frozen=True)

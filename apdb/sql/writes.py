@@ -3,7 +3,7 @@
 Two ways rows reach a table:
 
 - PostgreSQL: one binary ``COPY`` of a numpy-built buffer straight into the
-  table, inside the visit's transaction (`apdb.sql.pgcopy.encode_rows`);
+  table, inside the visit's transaction (`apdb.sql.pgcopy.encode_pieces`, sent piece by piece);
   a staging table is not needed because every write is a plain insert:
   object versioning is done by the set-based UPDATE/DELETE below;
 - SQLite: one DB-API ``executemany`` of a compiled Core ``INSERT``.
@@ -28,6 +28,8 @@ Concurrent writers of the same objects are serialized by the caller
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import psycopg
@@ -37,10 +39,15 @@ from psycopg import sql as pgsql
 from apdb import schema
 from apdb.frames import Batch
 from apdb.sql.citus import effective_sqlstate, partition_filter
-from apdb.sql.pgcopy import encode_rows, make_field
+from apdb.sql.pgcopy import encode_pieces, encode_rows, make_field
 from apdb.sql.reads import id_filter
 
-__all__ = ["insert_batch", "update_objects"]
+__all__ = ["COPY_PIECE_ROWS", "ENCODE_AHEAD_ROWS", "insert_batch", "update_objects"]
+
+# Rows per piece of a COPY stream (~0.3-1.5 MB at the APDB's row widths).
+COPY_PIECE_ROWS = 2048
+# DiaObject versions from which their encoding overlaps the version fix-up.
+ENCODE_AHEAD_ROWS = 2048
 
 
 def insert_batch(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
@@ -94,7 +101,20 @@ def update_objects(
     ids = batch.values["diaObjectId"]
     dialect = conn.dialect.name
     if dialect == "postgresql" and partitions is None:
-        newer = _fix_versions_postgres(conn, table, ids, visit_mjd)
+        if batch.n < ENCODE_AHEAD_ROWS:
+            newer = _fix_versions_postgres(conn, table, ids, visit_mjd)
+        else:
+            # Encode the new versions as the latest ones (validityEndMjdTai
+            # NULL) in a thread while the server runs the fix-up: numpy and the
+            # driver's wait release the GIL.  Used unless a late store found
+            # newer versions (then re-encoded with their ends below).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                ahead = pool.submit(_encode, table, batch)
+                newer = _fix_versions_postgres(conn, table, ids, visit_mjd)
+                data = ahead.result()
+            if not newer:
+                _copy_pieces(conn, table, tuple(batch.columns), [data])
+                return 0
     else:
         ours = id_filter(table.c.diaObjectId, ids, dialect)
         if partitions is not None:
@@ -190,17 +210,41 @@ def _insert_generic(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
 
 
 def _insert_postgres(conn: sa.Connection, table: sa.Table, batch: Batch) -> None:
-    """Binary COPY of the batch straight into ``table``."""
-    names = batch.columns
+    """Binary COPY of the batch straight into ``table``.
+
+    Each piece of the stream is sent before the next is encoded, so the
+    server inserts the rows it has while the client encodes the next ones.
+    """
+    fields, nulls = _fields(table, batch)
+    pieces = encode_pieces(fields, batch.n, nulls, COPY_PIECE_ROWS)
+    _copy_pieces(conn, table, tuple(batch.columns), pieces)
+
+
+def _fields(table: sa.Table, batch: Batch) -> tuple[list, list[np.ndarray | None]]:
+    """COPY fields and NULL masks of the batch's columns, in batch order."""
     types = _datatypes(table.name)
-    fields = [make_field(batch.values[c], types[c]) for c in names]
-    nulls = [batch.null_mask(c) for c in names]
-    data = encode_rows(fields, batch.n, nulls)
-    query = _copy_in_query(table.schema, table.name, tuple(names))
+    names = batch.columns
+    return [make_field(batch.values[c], types[c]) for c in names], [
+        batch.null_mask(c) for c in names
+    ]
+
+
+def _encode(table: sa.Table, batch: Batch) -> bytes:
+    """Return the whole binary COPY stream of the batch."""
+    fields, nulls = _fields(table, batch)
+    return encode_rows(fields, batch.n, nulls)
+
+
+def _copy_pieces(
+    conn: sa.Connection, table: sa.Table, names: tuple[str, ...], pieces: Iterable
+) -> None:
+    """Run ``COPY table (names) FROM STDIN`` of the stream ``pieces`` in the transaction."""
+    query = _copy_in_query(table.schema, table.name, names)
     raw = conn.connection.driver_connection
     try:
         with raw.cursor() as cur, cur.copy(query) as copy:
-            copy.write(data)
+            for piece in pieces:
+                copy.write(piece)
     except psycopg.errors.IntegrityError as exc:
         raise sa.exc.IntegrityError(query, None, exc) from exc
     except psycopg.Error as exc:

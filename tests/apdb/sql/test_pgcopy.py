@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from apdb.sql.pgcopy import HEADER, TRAILER, encode_rows, make_field
+from apdb.sql.pgcopy import HEADER, TRAILER, encode_pieces, encode_rows, make_field
 
 _STRUCT = {"long": ">q", "int": ">i", "short": ">h", "double": ">d", "float": ">f", "boolean": ">B"}
 
@@ -79,3 +79,14 @@ def test_string_with_trailing_nul_keeps_its_bytes() -> None:
     # numpy's str arrays drop trailing NULs: such values must take the exact path.
     columns = [(np.array(["a\x00", "bc"], dtype=object), "text", None)]
     assert _encode(columns) == _reference(columns)
+
+
+@pytest.mark.parametrize("rows_per_piece", [1, 7, 499, 500, 10_000])
+def test_encode_pieces_join_to_the_whole_stream(rows_per_piece: int) -> None:
+    rng = np.random.default_rng(11)
+    columns = _columns(rng, 500, 0.3)
+    fields = [make_field(v, t) for v, t, _ in columns]
+    pieces = list(encode_pieces(fields, 500, [m for _, _, m in columns], rows_per_piece))
+    assert bytes(pieces[0]) == HEADER and bytes(pieces[-1]) == TRAILER
+    assert len(pieces) == 2 + -(-500 // rows_per_piece)
+    assert b"".join(pieces) == _reference(columns)
