@@ -42,6 +42,7 @@ import itertools
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ __all__ = [
 ]
 
 PPDB_CHUNK_TABLE = "PpdbReplicaChunk"
+_SWITCH_INTERVAL = 0.0002
+"""GIL switch interval (s) while replicating (see `replicate`)."""
 CRASH_ENV = "APDB_PPDB_CRASH_AT"
 
 
@@ -222,6 +225,13 @@ def replicate(
     # On PostgreSQL a batch's chunks are deleted from the APDB (after the PPDB
     # commit, as always) while the next batch is copied.
     deleter = _Deleter(apdb, background=apdb.engine.dialect.name == "postgresql")
+    switch = sys.getswitchinterval()
+    # The reader thread loops in Python over one libpq message per row and
+    # holds the GIL while rows keep coming; the writer thread needs it each
+    # time the PPDB's socket has room again.  With the default 5 ms interval
+    # the PPDB's COPY waits for its data (measured: 600,000 rows in 7.7 s,
+    # 5.6 s at 0.2 ms).  Restored when done.
+    sys.setswitchinterval(min(switch, _SWITCH_INTERVAL))
     try:
         for k in range(0, len(todo), chunks_per_transaction):
             batch = todo[k : k + chunks_per_transaction]
@@ -231,6 +241,7 @@ def replicate(
             stats.update_records += records
             stats.chunks += len(batch)
     finally:
+        sys.setswitchinterval(switch)
         deleter.wait()
     stats.seconds = time.perf_counter() - start
     return stats

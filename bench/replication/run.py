@@ -25,6 +25,7 @@ Run from the repository root: ``python -m bench.replication``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     # A cone holding about --read-objects of the uniformly spread objects.
     read_radius = RADIUS * np.sqrt(min(1.0, args.read_objects / args.objects))
     cone = Cone(plan.ra.mean(), plan.dec.mean(), float(read_radius))
+    print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
     with TemporaryPostgres() as pg:
         frames = [visit_frames(plan, v) for v in range(1, args.visits + 1)]
         rows = sum(len(o) + len(s) + len(f) for _, o, s, f in frames)
@@ -123,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{stats.rows:,} rows written in {stats.seconds:.2f} s: {repl_rate:,.0f} stored "
                 f"rows/s = {repl_rate / store_rate:.2f}x the store rate (target >= 3x)"
             )
+        print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
         for apdb, ppdb in pairs[1:]:
             apdb.close()
             ppdb.close()
