@@ -6,10 +6,13 @@ each storing a new version of every object, a DiaSource and a
 DiaForcedSource); the store rate is rows/s of those calls.  Then
 `apdb.sql.ppdb.replicate` copies every chunk into a PPDB on the same server;
 its rate is the stored rows over the replicator's time.  Ratio = replication
-/ store (issue 13 target: >= 3).  Two such APDB/PPDB pairs are filled: one
-is replicated with ``--chunks-per-transaction`` (default: the replicator's),
+/ store (issue 13 target: >= 3).  Each of ``--rounds`` rounds fills two
+such APDB/PPDB pairs (its store rate is that of both fills): one is
+replicated with ``--chunks-per-transaction`` (default: the replicator's),
 the other one chunk per PPDB transaction (every DiaObject version that a
-later chunk closes is then written twice).
+later chunk closes is then written twice).  Each round's ratios compare
+measurements a few seconds apart; the median over the rounds is reported,
+with the load average (the machine may be shared).
 
 Reads: the PPDB is exported as a HATS catalog (`apdb.hats_export`); a cone
 holding about ``--read-objects`` DiaObjects is read with their light curves
@@ -71,6 +74,51 @@ def _median(fn, repeat: int) -> tuple[float, tuple[int, int]]:
     return statistics.median(times), out
 
 
+def _round(pg, r: int, frames, rows: int, batched: int, ratios: list[list[float]]) -> list:
+    """One round: two APDB/PPDB pairs filled alike, replicated batched and chunk by chunk.
+
+    The store rate is that of both fills of the round; each replication is
+    compared with it (same round, a minute apart at most).
+    """
+    pairs, store_s = [], 0.0
+    for k in range(2):
+        config = ApdbConfig(
+            db_url=pg.create_database(f"apdb_repl{r}_{k}"),
+            replication=ReplicationConfig(enabled=True, chunk_seconds=1),
+        )
+        apdb = Apdb.create(config)
+        ppdb = create_ppdb(pg.create_database(f"ppdb_repl{r}_{k}"))
+        t0 = time.perf_counter()
+        for t, o, s, f in frames:
+            apdb.store(t, o, s, f)
+        store_s += time.perf_counter() - t0
+        pairs.append((apdb, ppdb))
+    time.sleep(1.1)  # the last 1 s chunk ends
+    store_rate = 2 * rows / store_s
+    print(f"round {r + 1}: stored {rows:,} rows twice in {store_s:.2f} s: {store_rate:,.0f} rows/s")
+    for k, ((apdb, ppdb), per_txn) in enumerate(zip(pairs, (batched, 1), strict=True)):
+        stats = replicate(apdb, ppdb, grace=0, chunks_per_transaction=per_txn)
+        assert stats.rows >= rows and apdb.get_replica_chunks() == [], stats
+        # Rate of the stored rows (a DiaObject version re-sent when a
+        # later chunk closes it is not counted twice).
+        repl_rate = rows / stats.seconds
+        ratios[k].append(repl_rate / store_rate)
+        print(
+            f"  replicated {stats.chunks} chunks, {chunks_per_txn_label(per_txn)}: "
+            f"{stats.rows:,} rows written in {stats.seconds:.2f} s: {repl_rate:,.0f} stored "
+            f"rows/s = {repl_rate / store_rate:.2f}x the store rate (target >= 3x)"
+        )
+    return pairs
+
+
+def _drop(pg, r: int, pairs: list) -> None:
+    for k, (apdb, ppdb) in enumerate(pairs):
+        apdb.close()
+        ppdb.close()
+        pg.drop_database(f"apdb_repl{r}_{k}")
+        pg.drop_database(f"ppdb_repl{r}_{k}")
+
+
 def chunks_per_txn_label(n: int) -> str:
     """``N chunks per PPDB transaction``."""
     return f"{n} chunk{'s' if n > 1 else ''} per PPDB transaction"
@@ -84,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-objects", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--rounds", type=int, default=3, help="fill + replicate rounds (median ratio reported)"
+    )
+    parser.add_argument(
         "--chunks-per-transaction", type=int, default=CHUNKS_PER_TRANSACTION, metavar="N"
     )
     args = parser.parse_args(argv)
@@ -95,40 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     with TemporaryPostgres() as pg:
         frames = [visit_frames(plan, v) for v in range(1, args.visits + 1)]
         rows = sum(len(o) + len(s) + len(f) for _, o, s, f in frames)
-        # Two APDB/PPDB pairs filled alike: replicated with the default
-        # batching and with one chunk per PPDB transaction.  The store rate
-        # is that of both fills.
-        pairs, store_s = [], 0.0
-        for k in range(2):
-            config = ApdbConfig(
-                db_url=pg.create_database(f"apdb_repl{k}"),
-                replication=ReplicationConfig(enabled=True, chunk_seconds=1),
-            )
-            apdb = Apdb.create(config)
-            ppdb = create_ppdb(pg.create_database(f"ppdb_repl{k}"))
-            t0 = time.perf_counter()
-            for t, o, s, f in frames:
-                apdb.store(t, o, s, f)
-            store_s += time.perf_counter() - t0
-            pairs.append((apdb, ppdb))
-        time.sleep(1.1)  # the last 1 s chunk ends
-        store_rate = 2 * rows / store_s
-        print(f"stored {rows:,} rows twice in {store_s:.2f} s: {store_rate:,.0f} rows/s")
-        for (apdb, ppdb), per_txn in zip(pairs, (args.chunks_per_transaction, 1), strict=True):
-            stats = replicate(apdb, ppdb, grace=0, chunks_per_transaction=per_txn)
-            assert stats.rows >= rows and apdb.get_replica_chunks() == [], stats
-            # Rate of the stored rows (a DiaObject version re-sent when a
-            # later chunk closes it is not counted twice).
-            repl_rate = rows / stats.seconds
-            print(
-                f"replicated {stats.chunks} chunks, {chunks_per_txn_label(per_txn)}: "
-                f"{stats.rows:,} rows written in {stats.seconds:.2f} s: {repl_rate:,.0f} stored "
-                f"rows/s = {repl_rate / store_rate:.2f}x the store rate (target >= 3x)"
-            )
+        ratios: list[list[float]] = [[], []]  # batched, one chunk per transaction
+        for r in range(args.rounds):
+            pairs = _round(pg, r, frames, rows, args.chunks_per_transaction, ratios)
+            if r < args.rounds - 1:
+                _drop(pg, r, pairs)
         print("load average (1, 5, 15 min): {:.1f} {:.1f} {:.1f}".format(*os.getloadavg()))
-        for apdb, ppdb in pairs[1:]:
-            apdb.close()
-            ppdb.close()
+        for per_txn, values in zip((args.chunks_per_transaction, 1), ratios, strict=True):
+            print(
+                f"median over {args.rounds} rounds, {chunks_per_txn_label(per_txn)}: "
+                f"{statistics.median(values):.2f}x the store rate (rounds: "
+                + ", ".join(f"{v:.2f}" for v in values)
+                + ")"
+            )
+        pairs[1][0].close()
+        pairs[1][1].close()
         apdb, ppdb = pairs[0]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
