@@ -227,6 +227,9 @@ def _convert_blocks(
     out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     for blk in blocks:
         values = blk.values
+        if isinstance(values, _MASKED):
+            _convert_masked(names, infos, blk, out)
+            continue
         if not isinstance(values, np.ndarray) or values.ndim != 2:
             continue
         if values.dtype.kind not in "biuf":
@@ -249,6 +252,34 @@ def _convert_blocks(
                 mask = nulls[r] if has_null is not None and has_null[r] else None
                 out[name] = conv[r], mask
     return out
+
+
+# pandas' nullable numeric columns (Int64, Float64, boolean): values + NA mask.
+_MASKED = (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)
+
+
+def _convert_masked(
+    names: list,
+    infos: dict[str, ColumnInfo],
+    blk: object,
+    out: dict[str, tuple[np.ndarray, np.ndarray | None]],
+) -> None:
+    """Convert one nullable numeric column from its values and NA mask (no `Series`)."""
+    (j,) = blk.mgr_locs.as_array.tolist()
+    name = names[j]
+    info = infos.get(name) if isinstance(name, str) else None
+    if info is None:
+        return
+    data = np.asarray(blk.values._data)
+    mask = np.asarray(blk.values._mask, dtype=bool)
+    filled = np.where(mask, data.dtype.type(0), data) if mask.any() else data
+    done = _convert_2d(info, filled[None, :])
+    if done is None:
+        return  # the per-column path reports the error
+    conv, nulls = done
+    nan = nulls[0] if nulls is not None else None
+    both = mask if nan is None else (mask | nan)
+    out[name] = conv[0], (both if both.any() else None)
 
 
 @functools.lru_cache(maxsize=32)
