@@ -51,7 +51,8 @@ from apdb.sql.reads import history_window, id_filter
 from bench.apdb_cycle.server import Server
 from bench.apdb_scale.fields import ScaleConfig, ScaleSky
 
-TABLES = ("DiaSource", "DiaObject", "DiaForcedSource")
+# ApdbHistoryChunk: the history chunks (revision 0008), their bytes in TOAST.
+TABLES = ("DiaSource", "DiaObject", "DiaForcedSource", "ApdbHistoryChunk")
 PHASES = ("objects", "sources", "forced", "store")
 
 
@@ -60,14 +61,14 @@ def _t(mjd: float) -> Time:
 
 
 def sizes(dsn: str) -> dict[str, dict[str, float]]:
-    """Rows and on-disk sizes (MB) of the APDB tables and their indexes."""
+    """Rows and on-disk sizes (MB) of the APDB tables (with TOAST) and their indexes."""
     out = {}
     with psycopg.connect(dsn, autocommit=True) as conn:
         for name in TABLES:
             ident = psycopg.sql.Identifier(name)
             rows = conn.execute(psycopg.sql.SQL("SELECT count(*) FROM {}").format(ident)).fetchone()
             heap, index, total = conn.execute(
-                "SELECT pg_relation_size(c.oid), pg_indexes_size(c.oid),"
+                "SELECT pg_table_size(c.oid), pg_indexes_size(c.oid),"
                 " pg_total_relation_size(c.oid) FROM pg_class c WHERE c.relname = %s",
                 (name,),
             ).fetchone()
