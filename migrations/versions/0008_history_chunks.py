@@ -20,7 +20,15 @@ Create Date: 2026-12-08 00:00:00
   or before the new code is rolled out, get no chunk: once the new code
   runs, `Apdb.fill_history_chunks` writes them (docs/operations.md).
 
-Downgrade drops the table (the rows are all still in the row tables).
+- PostgreSQL: revision 0004's ``BEFORE INSERT`` triggers that fill
+  ``partitionId`` for rows written without it are dropped (a PL/pgSQL call
+  per inserted row, and no batched COPY inserts).  Only code older than 0004
+  writes such rows, and it cannot run against 0007 either (the code of 0004
+  on always writes ``partitionId``).  On Citus 0004 dropped them already.
+
+Downgrade drops the table (the rows are all still in the row tables); the
+triggers are not recreated (see above: no code that needs them can run at
+0007).
 """
 
 from collections.abc import Sequence
@@ -62,9 +70,12 @@ def upgrade() -> None:
     )
     op.create_index(f"IDX_{_TABLE}_cell", _TABLE, ["tableName", "cellId", "midpointMaxMjdTai"])
     if online.is_postgres():
+        citus = online.is_distributed("DiaObject")
+        for table in () if citus else ("DiaObject", "DiaSource", "DiaForcedSource", "SSSource"):
+            online.drop_fill_on_insert(table, "partitionId")
         # The chunks are incompressible floats, compressed or not by us: no TOAST compression.
         op.execute(f'ALTER TABLE "{_TABLE}" ALTER COLUMN data SET STORAGE EXTERNAL')
-        if online.is_distributed("DiaObject"):
+        if citus:
             op.execute(
                 sa.text(
                     "SELECT create_distributed_table(CAST(:t AS regclass), 'partitionId', "
