@@ -64,7 +64,7 @@ READS = {
 _LOCKED_TABLE = {
     "get_dia_objects": "DiaObject",
     "get_dia_sources": "DiaSource",
-    "get_dia_forced_sources": "DiaForcedSource",
+    "get_dia_forced_sources": "ApdbHistoryChunk",  # a read with a region: the chunks
     "get_ss_objects": "SSObject",
     "contains_visit_detector": "ApdbVisitDetector",
     "count_unassociated_objects": "DiaObject",
