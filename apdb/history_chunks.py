@@ -45,6 +45,7 @@ __all__ = [
     "decode",
     "encode",
     "make_chunks",
+    "record_batch",
     "patch",
     "region_cells",
 ]
@@ -127,22 +128,16 @@ def _arrow_column(info: schema.ColumnInfo, n: int, column: tuple | None) -> pa.A
     return pa.array(np.asarray(vals, dtype=info.numpy_dtype), type=kind, mask=nulls)
 
 
-def encode(table: str, columns: Columns, rows: np.ndarray | None = None) -> bytes:
-    """One Arrow IPC stream of ``columns`` (``rows`` of them, default all).
+def record_batch(table: str, columns: Columns) -> pa.RecordBatch:
+    """Every schema column of ``table`` as one Arrow record batch (missing columns NULL)."""
+    n = len(next(iter(columns.values()))[0])
+    arrays = [_arrow_column(i, n, columns.get(i.name)) for i in schema.table_columns(table)]
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
 
-    Columns missing from ``columns`` are written as NULL.
-    """
-    infos = schema.table_columns(table)
-    first = next(iter(columns.values()))[0]
-    idx = np.arange(len(first)) if rows is None else rows
-    arrays = []
-    for info in infos:
-        column = columns.get(info.name)
-        if column is not None:
-            vals, nulls = column
-            column = (vals[idx], None if nulls is None else nulls[idx])
-        arrays.append(_arrow_column(info, len(idx), column))
-    return _serialize(pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table)))
+
+def encode(table: str, columns: Columns) -> bytes:
+    """One Arrow IPC stream of ``columns`` (missing columns NULL)."""
+    return _serialize(record_batch(table, columns))
 
 
 def _serialize(data: pa.RecordBatch | pa.Table) -> bytes:
@@ -177,30 +172,28 @@ def make_chunks(table: str, columns: Columns, index_order: int) -> list[ChunkRow
     n = len(pixel)
     if n == 0:
         return []
-    keys = np.stack(
-        [
-            np.asarray(columns["partitionId"][0], dtype=np.int64),
-            cells_of(pixel, index_order),
-            np.asarray(columns["visit"][0], dtype=np.int64),
-            np.asarray(columns["detector"][0], dtype=np.int64),
-        ],
-        axis=1,
-    )
-    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
-    order = np.argsort(inverse, kind="stable")
-    bounds = np.searchsorted(inverse[order], np.arange(len(uniq) + 1))
+    part = np.asarray(columns["partitionId"][0], dtype=np.int64)
+    cell = cells_of(pixel, index_order)
+    visit = np.asarray(columns["visit"][0], dtype=np.int64)
+    det = np.asarray(columns["detector"][0], dtype=np.int64)
+    order = np.lexsort((det, visit, cell, part))
+    keys = np.stack([part, cell, visit, det], axis=1)[order]
+    starts = np.flatnonzero(np.r_[True, (np.diff(keys, axis=0) != 0).any(axis=1)])
+    bounds = np.r_[starts, n]
     mid = np.asarray(columns["midpointMjdTai"][0], dtype=np.float64)
+    # One Arrow batch of the whole store; each chunk is a `take` of its rows.
+    whole = record_batch(table, columns)
     out = []
-    for g, key in enumerate(uniq.tolist()):
-        rows = order[bounds[g] : bounds[g + 1]]
+    for g, start in enumerate(starts.tolist()):
+        rows = order[start : bounds[g + 1]]
+        chunk = whole if len(rows) == n else whole.take(pa.array(rows))
         out.append(
             ChunkRow(
-                *key,
+                *keys[start].tolist(),
                 midpointMinMjdTai=float(mid[rows].min()),
                 midpointMaxMjdTai=float(mid[rows].max()),
                 nRows=len(rows),
-                data=encode(table, columns, rows),
+                data=_serialize(chunk),
             )
         )
     return out
