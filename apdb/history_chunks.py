@@ -34,6 +34,7 @@ from apdb.sky import Region
 
 __all__ = [
     "CELL_ORDER",
+    "MIN_ROWS_PER_CHUNK",
     "CHUNK_TABLE",
     "HISTORY_TABLES",
     "Columns",
@@ -53,6 +54,15 @@ __all__ = [
 CELL_ORDER = 8
 """HEALPix order of a chunk's cell (≈0.05 deg², about one LSST detector)."""
 
+
+MIN_ROWS_PER_CHUNK = 100
+"""Fewest rows per chunk, on average, for a history read to use the chunks.
+
+Decoding a chunk costs about 60-80 µs of client CPU whatever its size (an
+Arrow record batch of ~100 columns), reading a row from the row tables about
+5 µs.  Chunks are small where many detector-visits each wrote a few rows
+into a cell (a detector-sized read then meets ~200 chunks of ~10 rows); such
+a read goes to the row tables (`apdb.sql.history.read_chunks`)."""
 
 Columns = dict[str, tuple[np.ndarray, np.ndarray | None]]
 """``{name: (values, NULL mask or None)}`` in schema order (as `apdb.sql.read_plan`)."""
@@ -263,7 +273,8 @@ def decode(table: str, blobs: Sequence[bytes], flt: HistoryFilter) -> Columns:
     infos = schema.table_columns(table)
     target = arrow_schema(table)
     parts = [_table(b, target) for b in blobs]
-    whole = pa.concat_tables(parts) if parts else target.empty_table()
+    # One chunk per column: Arrow kernels (the filter below) cost per array chunk.
+    whole = pa.concat_tables(parts).combine_chunks() if parts else target.empty_table()
     if len(whole) and not (flt.ranges is not None and len(flt.ranges)):
         whole = whole.slice(0, 0)
     if len(whole):

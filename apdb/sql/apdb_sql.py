@@ -82,8 +82,10 @@ class ApdbSql(Apdb):
         self._replica = ReplicaWriter(self._md, seconds) if enabled else None
         index_order = int(stored.get("config:sky.index_order", self._config.sky.index_order))
         self._history_writer = history.HistoryWriter(self._md, index_order)
-        # History reads with a region read the chunks (tests compare with the rows).
+        # History reads with a region read the chunks when they are big enough
+        # (tests compare with the rows: min_rows_per_chunk 0 forces the chunks).
         self.read_history_chunks = True
+        self.min_rows_per_chunk = history_chunks.MIN_ROWS_PER_CHUNK
 
     @property
     def is_citus(self) -> bool:
@@ -174,9 +176,11 @@ class ApdbSql(Apdb):
         if start_time is not None:  # an explicit window start overrides months
             start = _window_start(name, start_time, end)
         if region is not None and self.read_history_chunks:
-            return self._history_from_chunks(
+            frame = self._history_from_chunks(
                 name, region, start, end, include_withdrawn, object_ids
             )
+            if frame is not None:
+                return frame
         clauses = [table.c.midpointMjdTai >= start, table.c.midpointMjdTai < end]
         if not include_withdrawn:
             clauses.append(table.c.timeWithdrawnMjdTai.is_(None))
@@ -204,8 +208,11 @@ class ApdbSql(Apdb):
         end: float,
         include_withdrawn: bool,
         object_ids: Iterable[int] | np.ndarray | None,
-    ) -> pd.DataFrame:
-        """Read a history with a region from the history chunks of its cells."""
+    ) -> pd.DataFrame | None:
+        """Read a history with a region from the history chunks of its cells.
+
+        Returns `None` when the chunks are too small to be worth it (read the rows).
+        """
         ranges = self._ranges(region)
         writer = self._history_writer
         cells = history_chunks.region_cells(ranges, writer.index_order)
@@ -223,8 +230,17 @@ class ApdbSql(Apdb):
         )
         with self._connect() as conn:
             blobs = history.read_chunks(
-                conn, writer.chunks, name.value, cells, start, end, partitions=parts
+                conn,
+                writer.chunks,
+                name.value,
+                cells,
+                start,
+                end,
+                partitions=parts,
+                min_rows_per_chunk=self.min_rows_per_chunk,
             )
+        if blobs is None:  # small chunks: the rows are cheaper
+            return None
         return to_frame(name.value, history_chunks.decode(name.value, blobs, flt))
 
     def get_dia_sources(

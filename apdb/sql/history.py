@@ -97,8 +97,14 @@ def read_chunks(
     start: float,
     end: float,
     partitions: sa.ColumnElement[bool] | None = None,
-) -> list[bytes]:
-    """Return the chunks of ``table`` in ``cells`` with rows that may fall in ``[start, end)``."""
+    min_rows_per_chunk: int = 0,
+) -> list[bytes] | None:
+    """Return the chunks of ``table`` in ``cells`` with rows that may fall in ``[start, end)``.
+
+    With ``min_rows_per_chunk``, a first query counts the chunks and their
+    rows; `None` is returned (read the rows instead) when they hold fewer
+    rows than that on average (`apdb.history_chunks.MIN_ROWS_PER_CHUNK`).
+    """
     if len(cells) == 0:
         return []
     c = chunks.c
@@ -110,6 +116,13 @@ def read_chunks(
     ]
     if partitions is not None:
         where.append(partitions)
+    if min_rows_per_chunk > 0:
+        stats = sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(c.nRows), 0))
+        n, rows = conn.execute(stats.where(*where)).one()
+        if n == 0:
+            return []
+        if rows < min_rows_per_chunk * n:
+            return None
     stmt = sa.select(c.data).where(*where)
     if conn.dialect.name == "postgresql":
         # Binary results: the bytea values arrive as they are (no hex text).

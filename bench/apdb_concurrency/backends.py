@@ -32,13 +32,16 @@ class OursCycleBackend:
     def read_objects(self, ra: float, dec: float, radius: float) -> pd.DataFrame:
         from apdb.sky import Cone
 
-        return self.apdb.get_dia_objects(Cone(ra, dec, radius))
+        self._region = Cone(ra, dec, radius)
+        return self.apdb.get_dia_objects(self._region)
 
+    # With the region of the objects' read, as the reference is called (Rubin's API):
+    # the history comes from the history chunks.
     def read_sources(self, mjd: float, ids: np.ndarray) -> pd.DataFrame:
-        return self.apdb.get_dia_sources(_time(mjd), object_ids=ids)
+        return self.apdb.get_dia_sources(_time(mjd), region=self._region, object_ids=ids)
 
     def read_forced(self, mjd: float, ids: np.ndarray) -> pd.DataFrame:
-        return self.apdb.get_dia_forced_sources(_time(mjd), object_ids=ids)
+        return self.apdb.get_dia_forced_sources(_time(mjd), region=self._region, object_ids=ids)
 
     def store(self, mjd: float, objects, sources, forced) -> None:
         self.apdb.store(_time(mjd), objects, sources, forced)

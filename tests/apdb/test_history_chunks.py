@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from astropy.time import Time
 
 from apdb import Apdb
+from apdb.history_chunks import MIN_ROWS_PER_CHUNK
 from apdb.schema import CHUNK_TABLE
 from apdb.sky import Cone, Polygon
 from apdb.testing.catalogs import (
@@ -60,12 +61,15 @@ def _store_visits(apdb: Apdb, n_visits: int = 4) -> dict[str, np.ndarray]:
 
 
 def _read(apdb: Apdb, table: str, chunks: bool, **kw) -> pd.DataFrame:
+    # chunks: from the chunks whatever their size (these tests' chunks are small)
     apdb.read_history_chunks = chunks
+    apdb.min_rows_per_chunk = 0
     try:
         get = apdb.get_dia_sources if table == "DiaSource" else apdb.get_dia_forced_sources
         return get(_t(60010.0), **kw)
     finally:
         apdb.read_history_chunks = True
+        apdb.min_rows_per_chunk = MIN_ROWS_PER_CHUNK
 
 
 def _same(apdb: Apdb, table: str, **kw) -> pd.DataFrame:
@@ -314,3 +318,23 @@ def test_update_of_a_row_missing_from_its_chunk_rebuilds_the_chunk(apdb):
     got = _same(apdb, "DiaSource", region=region, include_withdrawn=True).set_index("diaSourceId")
     assert len(got) == len(rows)
     assert got.loc[dropped, "timeWithdrawnMjdTai"] == 60011.0
+
+
+def test_small_chunks_are_read_from_the_rows(apdb, monkeypatch):
+    """Below `MIN_ROWS_PER_CHUNK` rows per chunk on average, the rows are read instead."""
+    from apdb import history_chunks as hc
+
+    _store_visits(apdb, n_visits=2)
+    region = Cone(RA, DEC, FIELD + 0.01)
+    want = _read(apdb, "DiaSource", False, region=region)
+    decoded = []
+    original = hc.decode
+    monkeypatch.setattr(hc, "decode", lambda *a: decoded.append(1) or original(*a))
+    apdb.min_rows_per_chunk = 10**9  # every chunk is "small"
+    got = apdb.get_dia_sources(_t(60010.0), region=region)
+    assert decoded == [] and len(got) == len(want) == 2 * N
+    apdb.min_rows_per_chunk = 1
+    got = apdb.get_dia_sources(_t(60010.0), region=region)
+    assert decoded == [1] and len(got) == 2 * N
+    # no chunk in the region at all: an empty frame, no chunk fetched
+    assert len(apdb.get_dia_sources(_t(60010.0), region=Cone(RA + 20, DEC, 0.1))) == 0
