@@ -15,8 +15,11 @@ SQL around them:
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sqlalchemy as sa
+from psycopg import sql as psql
 
 from apdb import history_chunks as hc
 from apdb.frames import Batch
@@ -107,6 +110,8 @@ def read_chunks(
     """
     if len(cells) == 0:
         return []
+    if conn.dialect.name == "postgresql" and partitions is None:
+        return _read_chunks_pg(conn, chunks, table, cells, start, end, min_rows_per_chunk)
     c = chunks.c
     where = [
         c.tableName == table,
@@ -135,6 +140,42 @@ def read_chunks(
         finally:
             cursor.close()
     return [bytes(r[0]) for r in conn.execute(stmt)]
+
+
+@functools.lru_cache(maxsize=16)
+def _pg_chunk_queries(schema: str | None, name: str) -> tuple[psql.Composed, psql.Composed]:
+    """Return the statistics and data queries of `read_chunks` on PostgreSQL (composed once)."""
+    table = psql.Identifier(schema, name) if schema else psql.Identifier(name)
+    where = psql.SQL(
+        'WHERE "tableName" = %(t)s AND "cellId" = ANY(%(cells)s::integer[])'
+        ' AND "midpointMaxMjdTai" >= %(start)s AND "midpointMinMjdTai" < %(end)s'
+    )
+    stats = psql.SQL('SELECT count(*), coalesce(sum("nRows"), 0) FROM {} ').format(table)
+    data = psql.SQL("SELECT data FROM {} ").format(table)
+    return stats + where, data + where
+
+
+def _read_chunks_pg(
+    conn: sa.Connection,
+    chunks: sa.Table,
+    table: str,
+    cells: np.ndarray,
+    start: float,
+    end: float,
+    min_rows_per_chunk: int,
+) -> list[bytes] | None:
+    """`read_chunks` on PostgreSQL: fixed statements, binary bytea results (no hex text)."""
+    stats, data = _pg_chunk_queries(chunks.schema, chunks.name)
+    params = {"t": table, "cells": cells.astype(int).tolist(), "start": start, "end": end}
+    raw = conn.connection.driver_connection
+    with raw.cursor(binary=True) as cursor:
+        if min_rows_per_chunk > 0:
+            n, rows = cursor.execute(stats, params).fetchone()
+            if n == 0:
+                return []
+            if rows < min_rows_per_chunk * n:
+                return None
+        return [bytes(r[0]) for r in cursor.execute(data, params).fetchall()]
 
 
 _ID_COLUMNS = {"DiaSource": "diaSourceId", "DiaForcedSource": "diaForcedSourceId"}
