@@ -145,9 +145,11 @@ class ApdbSql(Apdb):
         with self._connect() as conn:
             return read_frame(conn, table, where, region)
 
-    def _region_filter(self, table: sa.Table, region: Region) -> sa.ColumnElement[bool]:
+    def _region_filter(
+        self, table: sa.Table, region: Region, ranges: np.ndarray | None = None
+    ) -> sa.ColumnElement[bool]:
         """``pixelId`` ranges of the region; on Citus also its partitions (shard pruning)."""
-        where = region_filter(table, self._ranges(region))
+        where = region_filter(table, self._ranges(region) if ranges is None else ranges)
         if self._citus:
             parts = citus.region_partitions(region, self._partition_order)
             where = sa.and_(citus.partition_filter(table.c.partitionId, parts), where)
@@ -175,9 +177,10 @@ class ApdbSql(Apdb):
         start, end = history_window(name.value, _mjd_tai(visit_time), months)
         if start_time is not None:  # an explicit window start overrides months
             start = _window_start(name, start_time, end)
+        ranges = None if region is None else self._ranges(region)
         if region is not None and self.read_history_chunks:
             frame = self._history_from_chunks(
-                name, region, start, end, include_withdrawn, object_ids
+                name, region, ranges, start, end, include_withdrawn, object_ids
             )
             if frame is not None:
                 return frame
@@ -191,7 +194,7 @@ class ApdbSql(Apdb):
             else:
                 clauses.append(id_filter(table.c.diaObjectId, ids, self._engine.dialect.name))
         if region is not None:
-            clauses.append(self._region_filter(table, region))
+            clauses.append(self._region_filter(table, region, ranges))
         with self._connect() as conn:
             if self._citus and region is None and object_ids is not None and ids.size:
                 # Only the shards of the objects' partitions (see object_partitions).
@@ -204,6 +207,7 @@ class ApdbSql(Apdb):
         self,
         name: ApdbTables,
         region: Region,
+        ranges: np.ndarray,
         start: float,
         end: float,
         include_withdrawn: bool,
@@ -213,7 +217,6 @@ class ApdbSql(Apdb):
 
         Returns `None` when the chunks are too small to be worth it (read the rows).
         """
-        ranges = self._ranges(region)
         writer = self._history_writer
         cells = history_chunks.region_cells(ranges, writer.index_order)
         parts = None
