@@ -21,7 +21,6 @@ rows go through a temporary table and ``INSERT ... ON CONFLICT DO UPDATE``.
 from __future__ import annotations
 
 import queue
-import select
 from collections.abc import Iterator
 
 import numpy as np
@@ -30,7 +29,7 @@ import sqlalchemy as sa
 from psycopg import sql as pgsql
 
 from apdb.sql.pgcopy import PG_TYPES, ReadField, decode_rows
-from apdb.sql.reads import _copy_error, _next_result, _wait_readable, copy_out
+from apdb.sql.reads import _wait_readable, copy_out, finish_copy_out, start_copy_out
 
 __all__ = [
     "CopyStream",
@@ -103,15 +102,7 @@ def stream_copy_out(raw: psycopg.Connection, query: str, stream: CopyStream) -> 
     """
     pgconn = raw.pgconn
     with raw.lock:
-        pgconn.send_query(query.encode())
-        while pgconn.flush():  # psycopg keeps libpq non-blocking: push the query out
-            select.select([], [pgconn.socket], [])
-        result = _next_result(pgconn)
-        if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
-            error = _copy_error(pgconn, result)
-            while _next_result(pgconn) is not None:
-                pass
-            raise error
+        start_copy_out(pgconn, query)
         chunks: list[bytes] = []
         size = 0
         get = pgconn.get_copy_data
@@ -133,14 +124,7 @@ def stream_copy_out(raw: psycopg.Connection, query: str, stream: CopyStream) -> 
             if size >= BLOCK_BYTES:
                 stream.put(b"".join(chunks))
                 chunks, size = [], 0
-        error = None
-        if nbytes == -2:  # the stream broke (e.g. the server closed the connection)
-            error = _copy_error(pgconn, None)
-        while (result := _next_result(pgconn)) is not None:
-            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                error = _copy_error(pgconn, result)
-        if error is not None:
-            raise error
+        finish_copy_out(pgconn, nbytes)
     if size:
         stream.put(b"".join(chunks))
     stream.close()

@@ -53,19 +53,7 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
     """
     pgconn = raw.pgconn
     with raw.lock:
-        pgconn.send_query(query.encode())
-        # psycopg keeps libpq in non-blocking mode: push the query out.
-        while pgconn.flush():
-            select.select([], [pgconn.socket], [])
-        result = _next_result(pgconn)
-        # Statements before the COPY in the same query (planner settings).
-        while result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK:
-            result = _next_result(pgconn)
-        if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
-            error = _copy_error(pgconn, result)
-            while _next_result(pgconn) is not None:
-                pass
-            raise error
+        start_copy_out(pgconn, query)
         chunks = []
         get = pgconn.get_copy_data
         while True:
@@ -84,15 +72,52 @@ def copy_out(raw: psycopg.Connection, query: str) -> bytes:
                     break
             else:
                 break
-        error = None
-        if nbytes == -2:  # the stream broke (e.g. the server closed the connection)
-            error = _copy_error(pgconn, None)
-        while (result := _next_result(pgconn)) is not None:
-            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                error = _copy_error(pgconn, result)
-        if error is not None:
-            raise error
+        finish_copy_out(pgconn, nbytes)
     return b"".join(chunks)
+
+
+def start_copy_out(pgconn: psycopg.pq.abc.PGconn, query: str) -> None:
+    """Send ``query`` and wait until its ``COPY ... TO STDOUT`` starts sending rows.
+
+    Results of statements before the COPY in the same query (planner
+    settings) are skipped.
+
+    Raises
+    ------
+    psycopg.Error
+        The query failed before the COPY (class of its SQLSTATE).
+    """
+    pgconn.send_query(query.encode())
+    # psycopg keeps libpq in non-blocking mode: push the query out.
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+    result = _next_result(pgconn)
+    while result is not None and result.status == psycopg.pq.ExecStatus.TUPLES_OK:
+        result = _next_result(pgconn)
+    if result is None or result.status != psycopg.pq.ExecStatus.COPY_OUT:
+        error = _copy_error(pgconn, result)
+        while _next_result(pgconn) is not None:
+            pass
+        raise error
+
+
+def finish_copy_out(pgconn: psycopg.pq.abc.PGconn, nbytes: int) -> None:
+    """After the last ``get_copy_data`` (which returned ``nbytes`` < 0): read the results.
+
+    Raises
+    ------
+    psycopg.Error
+        The COPY or a statement after it failed, or the stream broke
+        (``nbytes`` == -2: `psycopg.OperationalError` when the connection is lost).
+    """
+    error = None
+    if nbytes == -2:  # the stream broke (e.g. the server closed the connection)
+        error = _copy_error(pgconn, None)
+    while (result := _next_result(pgconn)) is not None:
+        if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            error = _copy_error(pgconn, result)
+    if error is not None:
+        raise error
 
 
 def _wait_readable(pgconn: psycopg.pq.abc.PGconn) -> None:
