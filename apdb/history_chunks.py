@@ -6,16 +6,19 @@ cost grows with the depth of the history.  A *history chunk* holds the rows
 of one table that one visit-detector wrote in one HEALPix cell (order
 `CELL_ORDER`, ≈14′) as one Arrow IPC stream.  A read fetches the chunks of its
 cells and time window, a few large values instead of thousands of rows, and
-filters them with numpy (`select`).
+filters them with numpy (`decode`); when the chunks are small
+(`MIN_ROWS_PER_CHUNK`) it reads the rows instead.
 
 The row tables stay the truth that analysts, the replicator and the daytime
 operations use.  Chunks are written in the store's transaction
-(`apdb.sql.history`) and rebuilt from the rows by every update operation
-that changes rows of these tables (reassign, withdraw), in the same
-transaction: a chunk is always the rows of its key as the tables hold them.
+(`apdb.sql.history`), and every update operation that changes rows of these
+tables (reassign, withdraw) copies the changed columns into their chunks
+(`patch`) in its own transaction: a chunk is always the rows of its key as
+the tables hold them.
 
-This module holds the format (no SQL): the table definition, grouping a
-batch into chunks, encoding, and decoding with the read's filters.
+This module holds the format (no SQL): grouping a batch into chunks,
+encoding, patching, and decoding with the read's filters.  The table is
+`apdb.schema.CHUNK_TABLE` (revision 0008).
 """
 
 from __future__ import annotations
@@ -34,9 +37,9 @@ from apdb.sky import Region
 
 __all__ = [
     "CELL_ORDER",
-    "MIN_ROWS_PER_CHUNK",
     "CHUNK_TABLE",
     "HISTORY_TABLES",
+    "MIN_ROWS_PER_CHUNK",
     "Columns",
     "ChunkRow",
     "HistoryFilter",
@@ -46,8 +49,8 @@ __all__ = [
     "decode",
     "encode",
     "make_chunks",
-    "record_batch",
     "patch",
+    "record_batch",
     "region_cells",
 ]
 
