@@ -84,7 +84,8 @@ class ApdbSql(Apdb):
         self._history_writer = history.HistoryWriter(self._md, index_order)
         # History reads with a region read the chunks when they are big enough
         # (tests compare with the rows: min_rows_per_chunk 0 forces the chunks).
-        self.read_history_chunks = True
+        # A PPDB has no chunks (the replicator copies rows): it reads the rows.
+        self.read_history_chunks = stored.get(history.CHUNKS_KEY) != "false"
         self.min_rows_per_chunk = history_chunks.MIN_ROWS_PER_CHUNK
 
     @property

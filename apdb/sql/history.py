@@ -28,12 +28,18 @@ from apdb.sql.read_plan import read_plan
 from apdb.sql.reads import id_filter
 
 __all__ = [
+    "CHUNKS_KEY",
     "HistoryWriter",
     "fill_missing",
     "patch_rows",
     "read_chunks",
     "write_batch",
 ]
+
+
+CHUNKS_KEY = "history:chunks"
+"""`metadata` key set to ``false`` in a database whose rows have no history
+chunks (a PPDB: the replicator copies rows, not chunks); reads there use the rows."""
 
 
 class HistoryWriter:

@@ -59,6 +59,7 @@ from apdb.replica import CHUNKS_PER_TRANSACTION, UpdateRecord
 from apdb.replica_schema import chunk_key_columns
 from apdb.sql.apdb_sql import ApdbSql
 from apdb.sql.engine import WRITE
+from apdb.sql.history import CHUNKS_KEY
 from apdb.sql.pgcopy import encode_rows, make_field
 from apdb.sql.ppdb_copy import (
     CopyStream,
@@ -123,12 +124,16 @@ def create_ppdb(url: str) -> ApdbSql:
     try:
         with db.engine.begin() as conn:
             _chunk_table(db.schema_metadata).create(conn)
+            # No history chunks here: history reads on a PPDB read the rows.
+            md_table = db.schema_metadata.tables["metadata"]
+            conn.execute(sa.insert(md_table).values(name=CHUNKS_KEY, value="false"))
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text(f'GRANT SELECT ON "{PPDB_CHUNK_TABLE}" TO apdb_reader'))
                 drop_fill_triggers(conn)
     except sa.exc.SQLAlchemyError as exc:
         db.close()
         raise ApdbDatabaseError(f"create the PPDB failed: {_one_line(exc)}") from exc
+    db.read_history_chunks = False  # opened before the key was written
     return db
 
 

@@ -26,7 +26,13 @@ Create Date: 2026-12-08 00:00:00
   writes such rows, and it cannot run against 0007 either (the code of 0004
   on always writes ``partitionId``).  On Citus 0004 dropped them already.
 
-Downgrade drops the table (the rows are all still in the row tables); the
+- A PPDB (table ``PpdbReplicaChunk``) gets no chunks: its metadata key
+  ``history:chunks`` is set to ``false`` and its history reads use the rows
+  (the replicator copies rows, never chunks).  `apdb.sql.ppdb.create_ppdb`
+  sets the same key in a new PPDB.
+
+Downgrade drops the table (the rows are all still in the row tables) and the
+``history:chunks`` key; the
 triggers are not recreated (see above: no code that needs them can run at
 0007).
 """
@@ -86,11 +92,20 @@ def upgrade() -> None:
     if op.get_context().as_sql:  # offline: no rows to read
         return
     bind = op.get_bind()
+    if sa.inspect(bind).has_table("PpdbReplicaChunk"):
+        # A PPDB: the replicator copies rows, never chunks; its reads use the rows.
+        op.execute(
+            sa.text("INSERT INTO metadata (name, value) VALUES (:k, 'false')").bindparams(
+                k=history.CHUNKS_KEY
+            )
+        )
+        return
     stmt = sa.text("SELECT value FROM metadata WHERE name = 'config:sky.index_order'")
     index_order = int(bind.execute(stmt).scalar() or 29)
     history.fill_missing(bind, schema.make_metadata(), index_order)
 
 
 def downgrade() -> None:
+    op.execute(sa.text("DELETE FROM metadata WHERE name = :k").bindparams(k=history.CHUNKS_KEY))
     op.drop_index(f"IDX_{_TABLE}_cell", table_name=_TABLE)
     op.drop_table(_TABLE)

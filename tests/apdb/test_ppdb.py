@@ -19,6 +19,7 @@ from astropy.time import TimeDelta
 
 from apdb import Apdb
 from apdb.errors import ApdbNotFoundError
+from apdb.sky import Cone
 from apdb.sql.ppdb import CRASH_ENV, PPDB_CHUNK_TABLE, create_ppdb, open_ppdb, replicate
 from apdb.sql.reads import read_frame
 from apdb.testing.survey import ID_STRIDE, SurveyPlan, store_survey
@@ -92,6 +93,18 @@ def test_replicate_copies_rows_and_updates_then_deletes_chunks(pair):
         with ppdb.engine.connect() as conn:
             done = conn.execute(sa.text(f'SELECT count(*) FROM "{PPDB_CHUNK_TABLE}"')).scalar()
         assert done == n_chunks
+        # History reads with a region: the PPDB has no history chunks, it reads
+        # its rows (metadata history:chunks = false), and finds what the APDB finds.
+        assert not ppdb.read_history_chunks and apdb.read_history_chunks
+        later = plan.visit_time(3) + TimeDelta(3600.0, format="sec")
+        cone = Cone(plan.ra.mean(), plan.dec.mean(), 1.0)
+        apdb.min_rows_per_chunk = 0  # the APDB from its (small) chunks
+        for get in ("get_dia_sources", "get_dia_forced_sources"):
+            got = getattr(ppdb, get)(later, region=cone, include_withdrawn=True)
+            want = getattr(apdb, get)(later, region=cone, include_withdrawn=True)
+            assert len(got) == len(want) > 0
+            key = got.columns[0]
+            assert sorted(got[key]) == sorted(want[key])
         # Nothing left: a second run does nothing.
         again = replicate(apdb, ppdb, grace=0)
         assert (again.chunks, again.rows) == (0, 0)
@@ -216,3 +229,29 @@ def test_ss_objects_are_replicated_with_their_latest_values(pair):
         got = ppdb.get_ss_objects().sort_values("ssObjectId").reset_index(drop=True)
         pd.testing.assert_frame_equal(got, want)
         assert got["designation"].tolist() == ["2024 AB1", "2024 ZZ9"]
+
+
+def test_a_ppdb_upgraded_through_0008_reads_its_rows(pair):
+    """Revision 0008 on an existing PPDB: no chunks written, history reads from the rows."""
+    from apdb import migrate
+    from apdb.schema import CHUNK_TABLE
+
+    apdb, ppdb_url = pair
+    plan = _history(apdb)
+    with open_ppdb(ppdb_url) as ppdb:
+        replicate(apdb, ppdb, grace=0)
+    engine = sa.create_engine(ppdb_url, poolclass=sa.pool.NullPool)
+    try:
+        migrate.downgrade(engine, "0007")
+        migrate.upgrade(engine, "head")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(f'SELECT count(*) FROM "{CHUNK_TABLE}"')).scalar() == 0
+    finally:
+        engine.dispose()
+    later = plan.visit_time(3) + TimeDelta(3600.0, format="sec")
+    cone = Cone(plan.ra.mean(), plan.dec.mean(), 1.0)
+    with open_ppdb(ppdb_url) as ppdb:
+        assert not ppdb.read_history_chunks
+        got = ppdb.get_dia_sources(later, region=cone, include_withdrawn=True)
+    want = apdb.get_dia_sources(later, region=cone, include_withdrawn=True)
+    assert sorted(got["diaSourceId"]) == sorted(want["diaSourceId"]) and len(got) == 3 * 12
