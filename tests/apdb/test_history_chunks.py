@@ -338,3 +338,19 @@ def test_small_chunks_are_read_from_the_rows(apdb, monkeypatch):
     assert decoded == [1] and len(got) == 2 * N
     # no chunk in the region at all: an empty frame, no chunk fetched
     assert len(apdb.get_dia_sources(_t(60010.0), region=Cone(RA + 20, DEC, 0.1))) == 0
+
+
+@pytest.mark.parametrize(
+    ("ids", "error"),
+    [(["x"], "ColumnTypeError"), ([-1], "InvalidIdError"), ([1.5], "ColumnTypeError")],
+)
+def test_bad_object_ids_with_a_region_are_refused(apdb, ids, error):
+    """The chunk path checks object ids as the row path does; nothing is changed."""
+    from apdb import errors
+
+    _store_visits(apdb, n_visits=1)
+    before = apdb.row_counts()
+    apdb.min_rows_per_chunk = 0  # the chunk path
+    with pytest.raises(getattr(errors, error), match="object_ids"):
+        apdb.get_dia_sources(_t(60010.0), region=Cone(RA, DEC, FIELD), object_ids=ids)
+    assert apdb.row_counts() == before
